@@ -1,0 +1,11 @@
+from django.contrib import admin
+
+from .models import Channel
+
+
+@admin.register(Channel)
+class ChannelAdmin(admin.ModelAdmin):
+    list_display = ("name", "level", "is_active")
+    list_filter = ("level", "is_active")
+    search_fields = ("name",)
+    filter_horizontal = ("groups",)

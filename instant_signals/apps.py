@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class InstantSignalsConfig(AppConfig):
+    name = "instant_signals"
+    verbose_name = "Instant signals"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)
+        from .registry import registry
+
+        registry.register_from_settings()

@@ -1,0 +1,94 @@
+"""Settings, read when used (never at import) so ``override_settings`` works.
+
+django-instant's top-level names are kept (``CENTRIFUGO_HOST``, ``CENTRIFUGO_PORT``,
+``CENTRIFUGO_API_KEY``, ``CENTRIFUGO_HMAC_KEY``, ``SITE_NAME``). Everything new lives in one
+dict setting, ``INSTANT_SIGNALS``; see ``DEFAULTS`` for its keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULT_HOST = "http://localhost"
+DEFAULT_PORT = 8427
+
+#: Keys of the ``INSTANT_SIGNALS`` dict setting and their defaults.
+DEFAULTS: dict[str, Any] = {
+    # Kill switch: False publishes nothing from model hooks (publish() still works).
+    "ENABLED": True,
+    # "on_commit" (default): publish after the transaction commits, batched.
+    # "outbox": write rows to the outbox table in the same transaction.
+    "DELIVERY": "on_commit",
+    # Models you don't own: {"auth.User": {"channels": [...], "fields": [...]}}.
+    "MODELS": {},
+    # (connect, read) seconds for every HTTP call to Centrifugo.
+    "TIMEOUT": (1.0, 3.0),
+    # JWT lifetimes in seconds; clients refresh through get_token/ and subscribe/.
+    "CONNECTION_TOKEN_LIFETIME": 300,
+    "SUBSCRIPTION_TOKEN_LIFETIME": 300,
+    # Commands per Centrifugo /batch request.
+    "BATCH_SIZE": 500,
+    # Largest JSON publication accepted before any network call, in bytes.
+    "MAX_PAYLOAD_BYTES": 256 * 1024,
+    # Partitions of the outbox (durable mode).
+    "OUTBOX_PARTITIONS": 1,
+}
+
+
+def app_setting(name: str) -> Any:
+    """One key of the ``INSTANT_SIGNALS`` dict, or its default."""
+    user = getattr(settings, "INSTANT_SIGNALS", None) or {}
+    if name in user:
+        return user[name]
+    return DEFAULTS[name]
+
+
+def api_url() -> str:
+    """Base URL of Centrifugo's server API, without a trailing slash (``.../api``)."""
+    explicit = getattr(settings, "CENTRIFUGO_API_URL", None)
+    if explicit:
+        return str(explicit).rstrip("/")
+    return f"{_host()}:{_port()}/api"
+
+
+def ws_url() -> str:
+    """The websocket URL handed to clients."""
+    explicit = getattr(settings, "CENTRIFUGO_WS_URL", None)
+    if explicit:
+        return str(explicit)
+    host = _host()
+    if host.startswith("https://"):
+        host = "wss://" + host[len("https://") :]
+    elif host.startswith("http://"):
+        host = "ws://" + host[len("http://") :]
+    return f"{host}:{_port()}/connection/websocket"
+
+
+def api_key() -> str:
+    return getattr(settings, "CENTRIFUGO_API_KEY", None) or ""
+
+
+def hmac_key() -> str:
+    return getattr(settings, "CENTRIFUGO_HMAC_KEY", None) or ""
+
+
+def site_name() -> str | None:
+    return getattr(settings, "SITE_NAME", None) or None
+
+
+def timeout() -> tuple[float, float]:
+    value = app_setting("TIMEOUT")
+    if isinstance(value, (int, float)):
+        return (float(value), float(value))
+    connect, read = value
+    return (float(connect), float(read))
+
+
+def _host() -> str:
+    return str(getattr(settings, "CENTRIFUGO_HOST", None) or DEFAULT_HOST).rstrip("/")
+
+
+def _port() -> int:
+    return int(getattr(settings, "CENTRIFUGO_PORT", None) or DEFAULT_PORT)

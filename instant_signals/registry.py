@@ -1,0 +1,445 @@
+"""The ``@broadcast`` registry: which models publish which events into which channels.
+
+One ``registry`` object serves the decorator and the ``INSTANT_SIGNALS["MODELS"]`` setting.
+Options are validated and frozen into a ``Declaration`` at registration; ``post_save`` and
+``post_delete`` are connected with ``sender`` and a ``dispatch_uid`` and disconnected by
+``unregister``. A model may be declared more than once (e.g. full data on its owner's channel
+and a redacted view on a public one).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+import string
+from contextlib import ContextDecorator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence, Union
+
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import models
+from django.db.models.signals import post_delete, post_init, post_save
+from django.utils.module_loading import import_string
+
+from . import conf, delivery
+from .delivery import CREATED, DELETED, UPDATED, Change
+from .publishing import validate_channel
+from .serialization import drf_serializer, field_values, resolve_fields, serialize_fields
+
+logger = logging.getLogger("instant_signals")
+
+EVENTS = frozenset({CREATED, UPDATED, DELETED})
+SNAPSHOT_ATTR = "_instant_signals_snapshot"
+ChannelsOption = Union[Sequence[str], Callable[[models.Model, str], Iterable[str]]]
+
+_disabled: ContextVar[bool] = ContextVar("instant_signals_disabled", default=False)
+
+
+class disable_broadcasts(ContextDecorator):
+    """Publish no model events inside this block (or decorated function); thread and async safe."""
+
+    def __enter__(self) -> disable_broadcasts:
+        self._token = _disabled.set(True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _disabled.reset(self._token)
+
+
+def broadcasting_enabled() -> bool:
+    return not _disabled.get() and bool(conf.app_setting("ENABLED"))
+
+
+class ChannelTemplate:
+    """A channel name with ``{field}`` placeholders, e.g. ``"$task:{pk}"``."""
+
+    def __init__(self, model: type[models.Model], template: str):
+        self.template = template
+        self.parts: list[tuple[str, str | None]] = []  # (literal, attname or None)
+        self.placeholders: list[str] = []
+        pattern = "^"
+        for literal, name, spec, conversion in string.Formatter().parse(template):
+            if spec or conversion:
+                raise ImproperlyConfigured(f"channel {template!r}: use plain {{field}} placeholders")
+            attname = None
+            pattern += re.escape(literal)
+            if name is not None:
+                attname = _attname(model, name, f"channel {template!r}")
+                self.placeholders.append(name)
+                pattern += f"(?P<p{len(self.placeholders) - 1}>.+?)"
+            self.parts.append((literal, attname))
+        self.regex = re.compile(pattern + "$")
+        if not self.placeholders:
+            validate_channel(template)
+
+    @property
+    def attnames(self) -> list[str]:
+        return [attname for _, attname in self.parts if attname]
+
+    @property
+    def namespace(self) -> str | None:
+        """Centrifugo namespace of the channels (``task`` for ``$task:{pk}``)."""
+        name = self.template.lstrip("$")
+        return name.split(":", 1)[0] if ":" in name else None
+
+    def fill(self, values: dict[str, Any]) -> str | None:
+        if not self.placeholders:
+            return self.template
+        out = []
+        for literal, attname in self.parts:
+            out.append(literal)
+            if attname is not None:
+                value = values.get(attname)
+                if value is None:
+                    return None
+                out.append(str(value))
+        name = "".join(out)
+        try:
+            return validate_channel(name)
+        except ValueError as exc:
+            logger.warning("instant_signals: channel %r skipped: %s", name, exc)
+            return None
+
+    def match(self, name: str) -> dict[str, str] | None:
+        if not self.placeholders:
+            return None
+        found = self.regex.match(name)
+        if not found:
+            return None
+        return {self.placeholders[i]: found.group(f"p{i}") for i in range(len(self.placeholders))}
+
+
+def _attname(model: type[models.Model], name: str, where: str) -> str:
+    if name == "pk":
+        return model._meta.pk.attname
+    for field in model._meta.concrete_fields:
+        if name in (field.name, field.attname):
+            return field.attname
+    raise ImproperlyConfigured(f"{where}: {model._meta.label} has no concrete field {name!r}")
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """One frozen ``@broadcast`` declaration of a model."""
+
+    model: type[models.Model]
+    label: str
+    channels: tuple[ChannelTemplate, ...] | Callable[[models.Model, str], Iterable[str]]
+    attnames: tuple[str, ...]
+    events: frozenset[str]
+    condition: Callable[[models.Model, str], bool] | None
+    serializer: Callable[[models.Model], dict[str, Any]] | None
+    authorize: Callable[..., bool] | str | None
+
+    @property
+    def templates(self) -> tuple[ChannelTemplate, ...]:
+        return self.channels if isinstance(self.channels, tuple) else ()
+
+    @property
+    def routing_attnames(self) -> tuple[str, ...]:
+        return tuple(a for t in self.templates for a in t.attnames)
+
+    def channels_for(self, instance: models.Model, event: str, values: dict[str, Any]) -> tuple[str, ...]:
+        if callable(self.channels):
+            names = [validate_channel(n) for n in self.channels(instance, event)]
+        else:
+            names = [t.fill(values) for t in self.channels]
+        return tuple(dict.fromkeys(n for n in names if n))
+
+    def render(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return fields if self.serializer is not None else serialize_fields(fields)
+
+    def may_read(self, user: Any, name: str) -> bool | None:
+        """Whether ``user`` may read per-instance channel ``name``; None if not one of ours."""
+        for template in self.templates:
+            params = template.match(name)
+            if params is None:
+                continue
+            if self.authorize is None:
+                return not name.startswith("$")
+            if not getattr(user, "is_authenticated", False):
+                return False
+            try:
+                if isinstance(self.authorize, str):
+                    return self.model._default_manager.filter(
+                        **params, **{self.authorize: user}
+                    ).exists()
+                return bool(self.authorize(user, **params))
+            except (ValueError, TypeError, ValidationError, ArithmeticError):
+                return False  # e.g. "$task:abc" for an integer pk
+        return None
+
+
+OPTIONS = ("channels", "fields", "exclude", "events", "condition", "serializer",
+           "serializer_class", "authorize")
+
+
+class BroadcastRegistry:
+    """Models whose changes are published; usable as ``@registry.register(...)`` or directly."""
+
+    def __init__(self) -> None:
+        self._declarations: dict[type[models.Model], tuple[Declaration, ...]] = {}
+        self._tracked: dict[type[models.Model], tuple[str, ...]] = {}
+        self._trackers: dict[type[models.Model], tuple[str, dict[str, str]] | None] = {}
+
+    # -- registration -----------------------------------------------------------------------
+    def register(self, model: type[models.Model] | None = None, **options: Any) -> Any:
+        """Register ``model`` with ``options``; without a model, return a class decorator."""
+        if model is None:
+            def decorator(cls: type[models.Model]) -> type[models.Model]:
+                self.register(cls, **options)
+                return cls
+
+            return decorator
+        declaration = self._declare(model, options)
+        self._declarations[model] = self._declarations.get(model, ()) + (declaration,)
+        self._connect(model)
+        return model
+
+    def unregister(self, model: type[models.Model]) -> None:
+        """Forget every declaration of ``model`` and disconnect its signals."""
+        if self._declarations.pop(model, None) is None:
+            return
+        label = model._meta.label_lower
+        post_save.disconnect(sender=model, dispatch_uid=f"instant_signals.post_save.{label}")
+        post_delete.disconnect(sender=model, dispatch_uid=f"instant_signals.post_delete.{label}")
+        post_init.disconnect(sender=model, dispatch_uid=f"instant_signals.post_init.{label}")
+        self._tracked.pop(model, None)
+        self._trackers.pop(model, None)
+
+    def is_registered(self, model: type[models.Model]) -> bool:
+        return model in self._declarations
+
+    def declarations(self, model: type[models.Model]) -> tuple[Declaration, ...]:
+        return self._declarations.get(model, ())
+
+    def models(self) -> list[type[models.Model]]:
+        return list(self._declarations)
+
+    def namespaces(self) -> set[str]:
+        """Centrifugo namespaces the declared channels need (for installws and the tests)."""
+        return {t.namespace for ds in self._declarations.values() for d in ds
+                for t in d.templates if t.namespace}
+
+    def authorize(self, user: Any, name: str) -> bool:
+        """Whether a per-instance channel rule lets ``user`` read channel ``name``."""
+        for declarations in self._declarations.values():
+            for declaration in declarations:
+                verdict = declaration.may_read(user, name)
+                if verdict is not None:
+                    return verdict
+        return False
+
+    def register_from_settings(self) -> None:
+        """Register ``INSTANT_SIGNALS["MODELS"]``; a mistake fails at startup naming the key."""
+        entries = conf.app_setting("MODELS") or {}
+        if not isinstance(entries, dict):
+            raise ImproperlyConfigured("INSTANT_SIGNALS['MODELS'] must be a dict")
+        for label, value in entries.items():
+            where = f"INSTANT_SIGNALS['MODELS'][{label!r}]"
+            try:
+                model = apps.get_model(label)
+            except (LookupError, ValueError):
+                raise ImproperlyConfigured(f"{where}: no installed model {label!r}") from None
+            if self.is_registered(model):
+                continue  # already registered (settings read twice, e.g. in tests)
+            for options in value if isinstance(value, (list, tuple)) else [value]:
+                if not isinstance(options, dict):
+                    raise ImproperlyConfigured(f"{where}: options must be a dict")
+                try:
+                    self.register(model, **_import_callables(options))
+                except (ImproperlyConfigured, ImportError, ValueError, TypeError) as exc:
+                    raise ImproperlyConfigured(f"{where}: {exc}") from None
+
+    # -- internals --------------------------------------------------------------------------
+    def _declare(self, model: type[models.Model], options: dict[str, Any]) -> Declaration:
+        label = model._meta.label_lower
+        unknown = set(options) - set(OPTIONS)
+        if unknown:
+            raise ImproperlyConfigured(
+                f"@broadcast on {label}: unknown option(s) {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(OPTIONS)}")
+        channels = options.get("channels")
+        if callable(channels):
+            routing: Any = channels
+        elif isinstance(channels, (list, tuple)) and channels and all(
+                isinstance(c, str) for c in channels):
+            try:
+                routing = tuple(ChannelTemplate(model, c) for c in channels)
+            except ValueError as exc:
+                raise ImproperlyConfigured(f"@broadcast on {label}: {exc}") from None
+        else:
+            raise ImproperlyConfigured(
+                f"@broadcast on {label}: channels must be a non-empty list of names or a "
+                f"callable (instance, event) -> names, not {channels!r}")
+        events = frozenset(options.get("events", EVENTS))
+        if not events or not events <= EVENTS:
+            raise ImproperlyConfigured(
+                f"@broadcast on {label}: events must be some of {sorted(EVENTS)}, not {sorted(events)}")
+        serializer = options.get("serializer")
+        if options.get("serializer_class") is not None:
+            serializer = drf_serializer(options["serializer_class"])
+        for name in ("condition", "serializer"):
+            if options.get(name) is not None and not callable(options[name]):
+                raise ImproperlyConfigured(f"@broadcast on {label}: {name} must be callable")
+        authorize = options.get("authorize")
+        if authorize is not None and not callable(authorize):
+            if not isinstance(authorize, str):
+                raise ImproperlyConfigured(
+                    f"@broadcast on {label}: authorize must be a callable or a field name")
+            _attname(model, authorize, f"@broadcast on {label}: authorize")
+        try:
+            attnames = resolve_fields(model, options.get("fields"), options.get("exclude"))
+        except ImproperlyConfigured as exc:
+            raise ImproperlyConfigured(f"@broadcast on {label}: {exc}") from None
+        return Declaration(model, label, routing, attnames, events, options.get("condition"),
+                           serializer, authorize)
+
+    def _connect(self, model: type[models.Model]) -> None:
+        declarations = self._declarations[model]
+        needs_all = any(callable(d.channels) for d in declarations)
+        tracked = [f.attname for f in model._meta.concrete_fields] if needs_all else []
+        for d in declarations:
+            tracked += [*d.attnames, *d.routing_attnames]
+        self._tracked[model] = tuple(dict.fromkeys(tracked))
+        self._trackers[model] = _field_tracker(model, self._tracked[model])
+        label = model._meta.label_lower
+        post_save.connect(_on_save, sender=model, weak=False,
+                          dispatch_uid=f"instant_signals.post_save.{label}")
+        post_delete.connect(_on_delete, sender=model, weak=False,
+                            dispatch_uid=f"instant_signals.post_delete.{label}")
+        uid = f"instant_signals.post_init.{label}"
+        if self._trackers[model] is None:
+            post_init.connect(_on_init, sender=model, weak=False, dispatch_uid=uid)
+        else:  # the model's FieldTracker already knows the previous values
+            post_init.disconnect(sender=model, dispatch_uid=uid)
+
+    def previous_values(self, instance: models.Model) -> dict[str, Any] | None:
+        """Values of the tracked fields as last loaded or saved (None if unknown)."""
+        tracker = self._trackers.get(type(instance))
+        if tracker is None:
+            return instance.__dict__.get(SNAPSHOT_ATTR)
+        attname, keys = tracker
+        saved = getattr(instance, attname).saved_data
+        return {a: saved[k] for a, k in keys.items() if k in saved}
+
+    def snapshot(self, instance: models.Model) -> None:
+        if self._trackers.get(type(instance)) is None:
+            tracked = self._tracked.get(type(instance), ())
+            instance.__dict__[SNAPSHOT_ATTR] = _copy_values(field_values(instance, tracked))
+
+    def changes_for(self, instance: models.Model, event: str, using: str,
+                    previous: dict[str, Any] | None = None) -> list[Change]:
+        """The changes every declaration of the instance's model makes of this event."""
+        out = []
+        now = field_values(instance, self._tracked.get(type(instance), ()))
+        if event == UPDATED and previous is None:
+            previous = self.previous_values(instance)
+        pk = instance.pk
+        for d in self._declarations.get(type(instance), ()):
+            if d.condition is not None and not d.condition(instance, event):
+                continue
+            channels = d.channels_for(instance, event, now)
+            previous_channels: tuple[str, ...] = ()
+            changed = None
+            if event == UPDATED:
+                previous_channels = channels
+                changed = {}
+                if previous is not None:
+                    changed = {a: previous[a] for a in d.attnames
+                               if a in previous and a in now and previous[a] != now[a]}
+                    previous_channels = self._previous_channels(d, instance, previous, now)
+            fields = d.serializer(instance) if d.serializer is not None else {
+                a: now[a] for a in d.attnames if a in now}
+            out.append(Change(d, pk, event, channels, previous_channels, fields, changed))
+        return out
+
+    @staticmethod
+    def _previous_channels(d: Declaration, instance: models.Model, previous: dict[str, Any],
+                           now: dict[str, Any]) -> tuple[str, ...]:
+        if callable(d.channels):
+            old = copy.copy(instance)
+            old.__dict__.update(previous)
+            return d.channels_for(old, UPDATED, previous)
+        return d.channels_for(instance, UPDATED, {**now, **previous})
+
+
+def _copy_values(values: dict[str, Any]) -> dict[str, Any]:
+    for key, value in values.items():
+        if isinstance(value, (dict, list)):  # JSONField values may be mutated in place
+            values[key] = copy.deepcopy(value)
+    return values
+
+
+def _field_tracker(model: type[models.Model], tracked: Sequence[str]) -> tuple[str, dict[str, str]] | None:
+    """A django-model-utils FieldTracker on ``model`` that tracks every field we need."""
+    from model_utils import FieldTracker
+
+    for klass in model.__mro__:
+        for value in vars(klass).values():
+            if isinstance(value, FieldTracker) and getattr(value, "fields", None) is not None:
+                names = set(value.fields)
+                keys = {}
+                for attname in tracked:
+                    field = next(f for f in model._meta.concrete_fields if f.attname == attname)
+                    key = attname if attname in names else field.name if field.name in names else None
+                    if key is None:
+                        break
+                    keys[attname] = key
+                else:
+                    return value.attname, keys
+    return None
+
+
+def _import_callables(options: dict[str, Any]) -> dict[str, Any]:
+    """Settings give callables as dotted paths ("myapp.rules.can_read_task")."""
+    options = dict(options)
+    for name in ("condition", "serializer", "serializer_class"):
+        if isinstance(options.get(name), str):
+            options[name] = import_string(options[name])
+    if isinstance(options.get("channels"), str) and "." in options["channels"]:
+        options["channels"] = import_string(options["channels"])
+    if isinstance(options.get("authorize"), str) and "." in options["authorize"]:
+        options["authorize"] = import_string(options["authorize"])
+    return options
+
+
+registry = BroadcastRegistry()
+
+
+def broadcast(**options: Any) -> Callable[[type[models.Model]], type[models.Model]]:
+    """Class decorator: publish this model's created/updated/deleted events.
+
+    ``@broadcast(channels=["public", "$task:{pk}"], fields=["id", "title"], authorize="owner")``
+    """
+    return registry.register(**options)
+
+
+def _on_init(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+    registry.snapshot(instance)
+
+
+def _on_save(sender: type[models.Model], instance: models.Model, created: bool, raw: bool,
+             using: str, **kwargs: Any) -> None:
+    if raw or not broadcasting_enabled():
+        return
+    try:
+        for change in registry.changes_for(instance, CREATED if created else UPDATED, using):
+            delivery.record(change, using)
+    except Exception:  # noqa: BLE001 - a broadcast bug must never break the caller's save
+        logger.exception("instant_signals: could not broadcast %s", sender._meta.label)
+    registry.snapshot(instance)
+
+
+def _on_delete(sender: type[models.Model], instance: models.Model, using: str,
+               **kwargs: Any) -> None:
+    if not broadcasting_enabled():
+        return
+    try:
+        for change in registry.changes_for(instance, DELETED, using):
+            delivery.record(change, using)
+    except Exception:  # noqa: BLE001
+        logger.exception("instant_signals: could not broadcast %s", sender._meta.label)

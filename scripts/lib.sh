@@ -1,0 +1,48 @@
+# Shared steps of scripts/test, scripts/demo and benchmarks/run (sourced, not run).
+
+log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
+
+# Debian packages the tests use: Chromium (browser tests), Redis and PostgreSQL (durable and
+# multi-node tests). Installed only when missing; needs root (CI and the dev machines are).
+ensure_system_packages() {
+  local missing=()
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    missing+=(postgresql)
+  fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# ensure_venv DIR REQUIREMENT... : a virtualenv with the project installed (editable) and pinned.
+ensure_venv() {
+  local venv="$1"; shift
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating $venv"
+    python3 -m venv "$venv"
+  fi
+  log "installing Python packages into $venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$@"
+}
+
+ensure_npm() {
+  if [ -f package.json ]; then
+    if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
+      log "installing npm packages"
+      npm ci --no-audit --no-fund --loglevel=error
+    fi
+  fi
+}
+
+# The pinned Centrifugo through the project's installer (PATH, cache, release, go install).
+ensure_centrifugo() {
+  local venv="$1"
+  log "checking Centrifugo"
+  "$venv/bin/python" -m instant_signals.installer
+}

@@ -1,0 +1,71 @@
+"""Models of the test project, declared the ways users declare theirs."""
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import models
+from model_utils import FieldTracker
+
+from instant_signals import broadcast
+from instant_signals.bulk import BroadcastManager
+
+
+def owner_may_read(user, owner_id):
+    return str(user.pk) == owner_id
+
+
+# Full data on the task's own channel (owner only) and the owner's feed; a redacted view in public.
+@broadcast(channels=["$task:{pk}"], fields=["id", "title", "done", "owner"], authorize="owner")
+@broadcast(channels=["$user:{owner_id}"], fields=["id", "title", "done", "owner"],
+           authorize=owner_may_read)
+@broadcast(channels=["tasks"], fields=["id", "title", "done"])
+class Task(models.Model):
+    title = models.CharField(max_length=200)
+    done = models.BooleanField(default=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                              on_delete=models.CASCADE)
+    notes = models.TextField(blank=True)
+
+    tracker = FieldTracker()
+    objects = BroadcastManager()
+
+
+@broadcast(channels=["notes"], fields=["id", "title", "done"])
+class Note(models.Model):
+    """Like Task but without a FieldTracker: the app keeps its own snapshot."""
+
+    title = models.CharField(max_length=200)
+    done = models.BooleanField(default=False)
+
+    objects = BroadcastManager()
+
+
+@broadcast(channels=["items", "$board:{board}"], authorize=lambda user, board: user.is_staff)
+class Item(models.Model):
+    """Every kind of value the serializer must make JSON-safe, and fields that must stay secret."""
+
+    uid = models.UUIDField(default=uuid.uuid4)
+    board = models.CharField(max_length=50, default="main")
+    when = models.DateTimeField(null=True)
+    day = models.DateField(null=True)
+    price = models.DecimalField(max_digits=8, decimal_places=2, null=True)
+    extra = models.JSONField(default=dict)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    api_key = models.CharField(max_length=50, blank=True)
+    password = models.CharField(max_length=128, blank=True)
+    reset_token = models.CharField(max_length=50, blank=True)
+
+
+class Member(AbstractBaseUser):
+    """A custom user model with no is_staff, is_superuser or groups."""
+
+    email = models.EmailField(unique=True)
+    USERNAME_FIELD = "email"
+
+
+class Plain(models.Model):
+    """Never registered by a decorator: the registry tests register it at run time."""
+
+    name = models.CharField(max_length=50)
+    code = models.IntegerField(default=0)
