@@ -36,6 +36,10 @@ class InstallError(RuntimeError):
     """No Centrifugo binary could be found or installed; the message says what to do."""
 
 
+class ChecksumError(InstallError):
+    """A downloaded archive does not match the release's checksums: never installed."""
+
+
 def cache_dir() -> Path:
     """``$INSTANT_SIGNALS_CACHE`` or ``$XDG_CACHE_HOME/instant_signals`` (``~/.cache/...``)."""
     explicit = os.environ.get("INSTANT_SIGNALS_CACHE")
@@ -122,9 +126,9 @@ def find_or_install(
         base = release_base_url or os.environ.get("CENTRIFUGO_RELEASE_URL") or RELEASE_BASE_URL
         try:
             return download_release(version, target, base)
+        except ChecksumError:
+            raise
         except InstallError as exc:
-            if "checksum" in str(exc):
-                raise
             tried.append(f"download: {exc}")
             logger.warning("Centrifugo download failed (%s); trying other ways", exc)
     if build:
@@ -154,7 +158,7 @@ def download_release(version: str, target: Path, base_url: str) -> Path:
     archive = _fetch(f"{base}/{asset}")
     actual = hashlib.sha256(archive).hexdigest()
     if actual != expected:
-        raise InstallError(
+        raise ChecksumError(
             f"checksum mismatch for {asset}: expected {expected}, got {actual}; nothing installed"
         )
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:

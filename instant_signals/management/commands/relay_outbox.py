@@ -1,0 +1,79 @@
+"""``manage.py relay_outbox``: send the outbox table to Centrifugo (durable delivery mode).
+
+Use it on databases other than PostgreSQL, or on PostgreSQL instead of Centrifugo's consumer.
+Runs until stopped (SIGINT/SIGTERM finish the current batch, then exit); ``--once`` drains what
+is there and exits 1 if a partition could not be delivered (for cron and health checks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DEFAULT_DB_ALIAS
+
+from ...outbox import Relay
+
+
+class Command(BaseCommand):
+    help = "Send the rows of the instant_signals outbox to Centrifugo, in order per partition."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--once", action="store_true",
+                            help="drain the outbox once and exit (exit status 1 on failures)")
+        parser.add_argument("--interval", type=float, default=1.0,
+                            help="seconds to wait when the outbox is empty (default 1)")
+        parser.add_argument("--batch-size", type=int, default=None,
+                            help="rows per Centrifugo /batch request (default BATCH_SIZE)")
+        parser.add_argument("--backoff", type=float, default=0.5,
+                            help="first retry delay of a failed partition, doubled per failure")
+        parser.add_argument("--max-backoff", type=float, default=30.0,
+                            help="longest retry delay in seconds (default 30)")
+        parser.add_argument("--database", default=DEFAULT_DB_ALIAS,
+                            help="database alias holding the outbox (default 'default')")
+        parser.add_argument("--max-passes", type=int, default=None, help=argparse.SUPPRESS)
+
+    def handle(self, *args, **options):
+        if options["interval"] <= 0:
+            raise CommandError("--interval must be positive")
+        if options["batch_size"] is not None and options["batch_size"] < 1:
+            raise CommandError("--batch-size must be at least 1")
+        relay = Relay(options["database"], batch_size=options["batch_size"],
+                      backoff=options["backoff"], max_backoff=options["max_backoff"])
+        if options["once"]:
+            result = relay.run_once()
+            self.stdout.write(f"sent {result.sent}, dropped {result.dropped}, "
+                              f"pending {relay.pending()}")
+            if result.failed_partitions:
+                details = "; ".join(f"partition {p}: {e}"
+                                    for p, e in sorted(result.failed_partitions.items()))
+                raise CommandError(f"not delivered: {details}")
+            return
+
+        stopping = []
+
+        def stop(signum, frame):
+            stopping.append(signum)
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self.stdout.write(f"relaying the outbox of database {options['database']!r} "
+                          f"(Ctrl-C to stop)")
+        self.stdout.flush()
+        try:
+            relay.run(interval=options["interval"], stop=lambda: bool(stopping),
+                      max_passes=options["max_passes"], sleep=_sleeper(stopping))
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.stdout.write(f"stopped; pending {relay.pending()}")
+
+
+def _sleeper(stopping: list):
+    def sleep(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    return sleep

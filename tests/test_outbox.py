@@ -1,0 +1,413 @@
+"""Durable delivery: nothing lost, nothing twice, per-object order, while Centrifugo is SIGKILLed.
+
+Two drains of the same outbox table are exercised with real processes:
+
+* SQLite (this process) + ``Relay`` (what ``manage.py relay_outbox`` runs);
+* PostgreSQL + Centrifugo's own ``postgresql`` consumer (with the NOTIFY trigger), and two
+  relays racing on PostgreSQL's ``SKIP LOCKED``. These run in a child pytest against a
+  throwaway PostgreSQL cluster (``tests/settings.py`` switches databases on
+  ``INSTANT_TEST_DB=postgres``), started by ``test_on_postgresql`` below.
+
+Centrifugo runs with the Redis engine: a restarted node then still knows the channel history
+(the subscribed client recovers what it missed while disconnected) and the idempotency keys
+(a row re-sent after the kill is not published twice).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db import connection, transaction
+
+from instant_signals import client as http_client
+from instant_signals import delivery
+from instant_signals.models import OutboxEntry
+from instant_signals.outbox import Relay, partition_for, write
+from instant_signals.tokens import connection_token, subscription_token
+from tests.conftest import ARTIFACTS, start_centrifugo, use_server
+from tests.live import LiveClient
+from tests.services import postgres_server, redis_server  # noqa: F401 - fixtures
+from tests.testapp.models import Note, Task
+
+CHILD = os.environ.get("INSTANT_OUTBOX_CHILD") == "1"
+TASKS = 200  # objects
+ROUNDS = 10  # created, 8 updates, deleted: 2,000 events on the owner's channel
+PARTITIONS = 4
+
+
+class Rollback(Exception):
+    pass
+
+
+def outbox_settings(settings, server):
+    use_server(settings, server)
+    settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "DELIVERY": "outbox",
+                                "OUTBOX_PARTITIONS": PARTITIONS}
+
+
+def subscribe_owner(server, owner) -> tuple[LiveClient, str]:
+    channel = f"$user:{owner.pk}"
+    live = LiveClient(server.ws_url, token=connection_token(owner))
+    live.connect()
+    live.subscribe(channel, token=subscription_token(owner, channel))
+    return live, channel
+
+
+def write_changes(owner, *, after_transaction, kill, restart, kill_after=900, down_for=300):
+    """2,000 committed changes of 200 tasks in transactions of 50, plus rolled-back ones.
+
+    Returns the expected (event, title) sequence of each task. ``kill`` runs once
+    ``kill_after`` changes are committed, ``restart`` ``down_for`` changes later.
+    """
+    expected: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    tasks: list[Task] = []
+    committed = 0
+    steps = [(r, i) for r in range(ROUNDS) for i in range(TASKS)]
+    killed = restarted = False
+    for batch, start in enumerate(range(0, len(steps), 50)):
+        with transaction.atomic():
+            for r, i in steps[start:start + 50]:
+                if r == 0:
+                    task = Task.objects.create(title=f"t{i}-v0", owner=owner)
+                    tasks.append(task)
+                    expected[task.pk].append(("created", task.title))
+                elif r < ROUNDS - 1:
+                    task = tasks[i]
+                    task.title = f"t{i}-v{r}"
+                    task.save()
+                    expected[task.pk].append(("updated", task.title))
+                else:
+                    task = tasks[i]
+                    pk = task.pk
+                    task.delete()
+                    expected[pk].append(("deleted", f"t{i}-v{r - 1}"))
+            if 0 < r < ROUNDS - 1:
+                # A savepoint rolled back inside a committed transaction.
+                try:
+                    with transaction.atomic():
+                        tasks[i].title = "rolled-back-savepoint"
+                        tasks[i].save()
+                        raise Rollback
+                except Rollback:
+                    tasks[i].title = f"t{i}-v{r}"
+        committed += 50
+        if 4 <= batch < 36 and batch % 4 == 0:
+            # A whole transaction rolled back.
+            victim = tasks[batch]
+            try:
+                with transaction.atomic():
+                    Note.objects.create(title="rolled-back-note")
+                    old, victim.title = victim.title, "rolled-back-transaction"
+                    victim.save()
+                    raise Rollback
+            except Rollback:
+                victim.title = old
+            assert_no_rolled_back_rows()
+        after_transaction(committed)
+        if committed >= kill_after and not killed:
+            kill()
+            killed = True
+        if committed >= kill_after + down_for and not restarted:
+            restart()
+            restarted = True
+    assert_no_rolled_back_rows()
+    return expected
+
+
+def assert_no_rolled_back_rows():
+    leaked = [row.id for row in OutboxEntry.objects.all()
+              if "rolled-back" in json.dumps(row.payload["data"]["data"]["fields"])]
+    assert leaked == []
+
+
+def check_received(live: LiveClient, channel: str, expected, timeout: float = 60.0) -> None:
+    total = sum(len(v) for v in expected.values())
+    got = live.wait_for(total, timeout=timeout, channel=channel)
+    time.sleep(0.5)  # anything extra (a duplicate) would arrive now
+    got = live.wait_for(total, timeout=0, channel=channel)
+    ids = [envelope["id"] for envelope in got]
+    assert len(got) == total, f"received {len(got)} of {total} events"
+    assert len(set(ids)) == len(ids), "an event arrived twice"
+    per_object: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    for envelope in got:
+        assert envelope["channel"] == channel
+        assert "rolled-back" not in json.dumps(envelope["data"]["fields"])
+        per_object[envelope["data"]["pk"]].append(
+            (envelope["event_class"], envelope["data"]["fields"]["title"]))
+    assert dict(per_object) == dict(expected)  # every object's events, each once, in order
+
+
+# -- unit-sized checks (SQLite) -------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_partition_is_stable_per_object_and_spread():
+    def command(label, pk, channel="c"):
+        return {"channel": channel, "data": {"bucket": label, "data": {"model": label, "pk": pk}}}
+
+    first = partition_for(command("testapp.task", 1), 8)
+    assert all(partition_for(command("testapp.task", 1, ch), 8) == first for ch in "abcdef")
+    assert len({partition_for(command("testapp.task", pk), 8) for pk in range(100)}) == 8
+    assert partition_for(command("testapp.task", 1), 1) == 0
+    assert partition_for({"channel": "news", "data": {"message": "hi"}}, 8) in range(8)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_are_written_in_the_transaction(settings):
+    settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "DELIVERY": "outbox",
+                                "OUTBOX_PARTITIONS": PARTITIONS}
+    with transaction.atomic():
+        note = Note.objects.create(title="kept")
+    try:
+        with transaction.atomic():
+            Note.objects.create(title="gone")
+            note.title = "gone too"
+            note.save()
+            raise Rollback
+    except Rollback:
+        pass
+    rows = list(OutboxEntry.objects.all())
+    assert [row.payload["data"]["data"]["fields"]["title"] for row in rows] == ["kept"]
+    row = rows[0]
+    assert row.method == "publish"
+    assert set(row.payload) == {"channel", "data", "idempotency_key"}
+    assert row.payload["idempotency_key"] == row.payload["data"]["id"]
+    assert row.partition == partition_for(row.payload, PARTITIONS)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_poison_row_is_dropped_and_reported_the_rest_delivered(centrifugo, live_client):
+    """A row Centrifugo can never accept (unknown namespace, 102) must not block its partition."""
+    from instant_signals.signals import broadcast_failed
+
+    live = live_client(connection_token(None))
+    live.subscribe("news")
+    reported = []
+
+    def receiver(sender, publications, error, **kwargs):
+        reported.append((publications, error.code))
+
+    broadcast_failed.connect(receiver, weak=False)
+    try:
+        write([{"channel": "news", "data": {"n": 1}, "idempotency_key": "a1"},
+               {"channel": "nowhere:1", "data": {"n": 2}, "idempotency_key": "a2"},
+               {"channel": "news", "data": {"n": 3}, "idempotency_key": "a3"}])
+        result = Relay(batch_size=10).run_once()
+    finally:
+        broadcast_failed.disconnect(receiver)
+    assert (result.sent, result.dropped, result.ok) == (2, 1, True)
+    assert reported == [([{"n": 2}], 102)]
+    assert OutboxEntry.objects.count() == 0
+    assert [d["n"] for d in live.wait_for(2)] == [1, 3]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_relay_command_once_reports_an_outage_and_keeps_rows(settings):
+    settings.CENTRIFUGO_API_URL = "http://127.0.0.1:9/api"  # nothing listens on port 9
+    http_client.close_session()
+    write([{"channel": "news", "data": {"n": 1}, "idempotency_key": "b1"}])
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="not delivered"):
+        call_command("relay_outbox", "--once")
+    assert OutboxEntry.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_relay_command_loop_delivers_and_stops(centrifugo, live_client):
+    live = live_client(connection_token(None))
+    live.subscribe("news")
+    write([{"channel": "news", "data": {"n": n}, "idempotency_key": f"c{n}"} for n in range(5)])
+    call_command("relay_outbox", "--interval", "0.05", "--batch-size", "2", "--max-passes", "5")
+    assert [d["n"] for d in live.wait_for(5)] == [0, 1, 2, 3, 4]
+    assert OutboxEntry.objects.count() == 0
+
+
+# -- the SIGKILL scenario, SQLite + relay ------------------------------------------------------
+
+@pytest.fixture
+def redis_centrifugo(centrifugo_binary, redis_server, tmp_path):
+    server = start_centrifugo(centrifugo_binary, tmp_path, redis=[redis_server.address],
+                              history_size=3000)
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_sqlite_relay_survives_centrifugo_sigkill(redis_centrifugo, settings):
+    server = redis_centrifugo
+    outbox_settings(settings, server)
+    owner = get_user_model().objects.create_user("owner")
+    live, channel = subscribe_owner(server, owner)
+    relay = Relay(batch_size=50, backoff=0.05, max_backoff=0.5)
+    kill_after, failed_passes, backlog = 900, [], []
+
+    def drain(committed):
+        if kill_after - 300 <= committed <= kill_after:
+            return  # let a backlog of 300 changes (900 rows) build up before the kill
+        if not relay.run_once().ok:
+            failed_passes.append(committed)
+
+    def kill():
+        # SIGKILL Centrifugo while the relay is sending that backlog, 50 rows per request:
+        # once 200 rows went through, the rest of the batches are cut off.
+        backlog.append(OutboxEntry.objects.count())
+        start = delivery.stats["published"]
+
+        def killer():
+            deadline = time.monotonic() + 30
+            while delivery.stats["published"] < start + 200 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            server.stop(kill=True)
+
+        thread = threading.Thread(target=killer)
+        thread.start()
+        while thread.is_alive():
+            relay.run_once()
+        backlog.append(OutboxEntry.objects.count())
+
+    try:
+        expected = write_changes(owner, after_transaction=drain, kill=kill,
+                                 restart=server.start, kill_after=kill_after)
+        deadline = time.monotonic() + 60
+        while relay.pending() and time.monotonic() < deadline:
+            relay.run_once()
+            time.sleep(0.05)
+        assert relay.pending() == 0
+        assert failed_passes, "the relay never saw Centrifugo down"
+        check_received(live, channel, expected)
+        (ARTIFACTS / "outbox-sqlite.json").write_text(json.dumps({
+            "events": 2000, "rows_before_and_after_kill": backlog,
+            "failed_relay_passes": len(failed_passes), "stats": dict(delivery.stats)}))
+    finally:
+        live.close()
+
+
+# -- PostgreSQL: a child pytest against a throwaway cluster --------------------------------------
+
+@pytest.mark.slow
+def test_on_postgresql(postgres_server, redis_server):
+    """Runs the ``pg_child`` tests of this file with DATABASES pointing at a fresh cluster."""
+    env = {**os.environ, **postgres_server.env(), "INSTANT_OUTBOX_CHILD": "1",
+           "INSTANT_REDIS_URL": redis_server.address}
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "pg_child",
+         str(Path(__file__).relative_to(root))],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600,
+    )
+    summary = run.stdout[-3000:] + run.stderr[-2000:]
+    assert run.returncode == 0, summary
+    assert " passed" in run.stdout and "skipped" not in run.stdout.splitlines()[-1], summary
+
+
+child_only = pytest.mark.skipif(not CHILD, reason="runs in the PostgreSQL child of test_on_postgresql")
+
+
+@pytest.fixture
+def pg_centrifugo(centrifugo_binary, tmp_path):
+    """Centrifugo (Redis engine) whose PostgreSQL consumer drains this test database's outbox."""
+    db = connection.settings_dict
+    dsn = f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}?sslmode=disable"
+    server = start_centrifugo(centrifugo_binary, tmp_path, redis=[os.environ["INSTANT_REDIS_URL"]],
+                              history_size=3000, outbox_dsn=dsn, outbox_partitions=PARTITIONS)
+    yield server
+    server.stop()
+
+
+@child_only
+@pytest.mark.django_db(transaction=True)
+def test_pg_child_trigger_notifies_partition():
+    assert connection.vendor == "postgresql"
+    import psycopg
+
+    db = connection.settings_dict
+    with psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"],
+                         autocommit=True) as listener:
+        listener.execute("LISTEN instant_signals_outbox")
+        write([{"channel": "news", "data": {"bucket": "x.y", "data": {"pk": 7}},
+                "idempotency_key": "n1"}])
+        payloads = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+    assert payloads == [str(OutboxEntry.objects.get().partition)]
+
+
+@child_only
+@pytest.mark.django_db(transaction=True)
+def test_pg_child_consumer_survives_centrifugo_sigkill(pg_centrifugo, settings):
+    server = pg_centrifugo
+    outbox_settings(settings, server)
+    owner = get_user_model().objects.create_user("owner")
+    live, channel = subscribe_owner(server, owner)
+    backlog_at_kill = []
+
+    def kill():
+        backlog_at_kill.append(OutboxEntry.objects.count())
+        server.stop(kill=True)
+
+    try:
+        expected = write_changes(owner, after_transaction=lambda n: None, kill=kill,
+                                 restart=lambda: server.start())
+        deadline = time.monotonic() + 60
+        while OutboxEntry.objects.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not OutboxEntry.objects.exists(), "Centrifugo's consumer left rows behind"
+        check_received(live, channel, expected)
+    finally:
+        live.close()
+
+
+@child_only
+@pytest.mark.django_db(transaction=True)
+def test_pg_child_two_relays_never_send_a_row_twice(centrifugo, settings):
+    """Two relays race over the same partitions: SKIP LOCKED gives each row to exactly one."""
+    settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "OUTBOX_PARTITIONS": PARTITIONS}
+    live = LiveClient(centrifugo.ws_url, token=connection_token(None))
+    live.connect()
+    live.subscribe("news")
+    rows = 2000
+    commands = []
+    for n in range(rows):
+        key = n % 37  # 37 "objects", each with its own ordered sequence
+        commands.append({"channel": "news", "idempotency_key": f"r{n}",
+                         "data": {"bucket": "x.obj", "data": {"pk": key}, "n": n}})
+    write(commands)
+    totals = []
+
+    def run():
+        from django.db import connections
+
+        relay = Relay(batch_size=20)
+        sent = 0
+        for _ in range(500):
+            result = relay.run_once()
+            sent += result.sent
+            if not OutboxEntry.objects.exists():
+                break
+        totals.append(sent)
+        connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    try:
+        assert sum(totals) == rows, totals  # each row sent by exactly one relay
+        got = live.wait_for(rows, timeout=30, channel="news")
+        assert len(got) == rows
+        per_object = defaultdict(list)
+        for envelope in got:
+            per_object[envelope["data"]["pk"]].append(envelope["n"])
+        assert all(seq == sorted(seq) for seq in per_object.values())
+    finally:
+        live.close()

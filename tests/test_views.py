@@ -1,0 +1,185 @@
+"""The endpoints: their JSON, and a 4xx JSON answer (never a 500) for every bad input."""
+
+import jwt
+import pytest
+from django.test import Client
+
+from instant_signals.models import Channel
+
+pytestmark = pytest.mark.django_db
+
+POST_ONLY = ["/instant/login/", "/instant/logout/", "/instant/subscribe/"]
+JSON_BODY_VIEWS = ["/instant/login/", "/instant/subscribe/"]
+
+
+@pytest.fixture
+def ann(django_user_model):
+    return django_user_model.objects.create_user("ann", password="secret-pw")
+
+
+@pytest.fixture
+def channels(db):
+    Channel.objects.create(name="public")
+    Channel.objects.create(name="$users", level="users")
+    Channel.objects.create(name="$staff", level="staff")
+
+
+def assert_json_error(response, status):
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["error"] and body["detail"]
+    return body
+
+
+@pytest.mark.parametrize("url", POST_ONLY)
+@pytest.mark.parametrize("method", ["get", "put", "delete", "patch"])
+def test_wrong_method_is_405_json(client, url, method):
+    body = assert_json_error(getattr(client, method)(url), 405)
+    assert body["error"] == "method_not_allowed"
+
+
+def test_get_token_refuses_put(client):
+    assert_json_error(client.put("/instant/get_token/"), 405)
+
+
+@pytest.mark.parametrize("url", JSON_BODY_VIEWS)
+@pytest.mark.parametrize("body, content_type", [
+    (b"", "application/json"),
+    (b"not json", "application/json"),
+    (b"{bad json", "application/json"),
+    (b"\xff\xfe\x00", "application/json"),
+    (b'["a", "list"]', "application/json"),
+    (b'"a string"', "application/json"),
+    (b"42", "application/json"),
+    (b"null", "application/json"),
+    (b"{}", "application/json"),
+    (b"username=ann&password=x", "application/x-www-form-urlencoded"),
+])
+def test_malformed_bodies_are_400_json(client, ann, url, body, content_type):
+    client.force_login(ann)
+    assert_json_error(client.post(url, body, content_type=content_type), 400)
+
+
+@pytest.mark.parametrize("payload", [
+    {"username": "ann"}, {"password": "x"}, {"username": "", "password": "x"},
+    {"username": ["ann"], "password": "x"}, {"username": "ann", "password": None},
+])
+def test_login_missing_or_wrong_type_fields_400(client, ann, payload):
+    assert_json_error(client.post("/instant/login/", payload, content_type="application/json"), 400)
+
+
+def test_login_wrong_password_401(client, ann):
+    body = assert_json_error(client.post("/instant/login/", {"username": "ann", "password": "no"},
+                                         content_type="application/json"), 401)
+    assert "secret-pw" not in str(body)
+
+
+def test_login_returns_tokens_and_logs_in(client, ann, channels, settings):
+    response = client.post("/instant/login/", {"username": "ann", "password": "secret-pw"},
+                           content_type="application/json")
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"csrf_token", "ws_token", "ws_url", "channels"}
+    claims = jwt.decode(body["ws_token"], settings.CENTRIFUGO_HMAC_KEY, algorithms=["HS256"])
+    assert claims["sub"] == str(ann.pk)
+    assert [(c["name"], c["level"]) for c in body["channels"]] == [("$users", "users"), ("public", "public")]
+    for channel in body["channels"]:
+        sub = jwt.decode(channel["token"], settings.CENTRIFUGO_HMAC_KEY, algorithms=["HS256"])
+        assert sub == {**sub, "sub": str(ann.pk), "channel": channel["name"]}
+    again = client.get("/instant/get_token/").json()
+    assert [c["name"] for c in again["channels"]] == ["$users", "public"]
+
+
+def test_logout_then_anonymous(client, ann, channels):
+    client.force_login(ann)
+    assert client.post("/instant/logout/").json() == {"ok": True}
+    body = client.get("/instant/get_token/").json()
+    assert [c["name"] for c in body["channels"]] == ["public"]
+
+
+def test_ws_url_from_settings(client, settings):
+    settings.CENTRIFUGO_WS_URL = "wss://rt.example.test/connection/websocket"
+    assert client.get("/instant/get_token/").json()["ws_url"] == settings.CENTRIFUGO_WS_URL
+    del settings.CENTRIFUGO_WS_URL
+    settings.CENTRIFUGO_HOST, settings.CENTRIFUGO_PORT = "https://rt.example.test", 443
+    assert client.get("/instant/get_token/").json()["ws_url"] == \
+        "wss://rt.example.test:443/connection/websocket"
+
+
+def test_get_token_by_post(client, channels):
+    assert client.post("/instant/get_token/").status_code == 200
+
+
+@pytest.mark.parametrize("payload, status", [
+    ({"channel": "$staff"}, 403),       # exists, not readable by ann
+    ({"channel": "$nope"}, 403),        # unknown: same answer, existence not revealed
+    ({"channel": "public"}, 200),
+    ({"channel": "$users"}, 200),
+    ({"channel": ""}, 400),
+    ({"channel": 42}, 400),
+    ({"channel": "has space"}, 400),
+    ({"channel": "x" * 300}, 400),
+    ({"channels": "public"}, 400),
+    ({"channels": [1, 2]}, 400),
+])
+def test_subscribe_single_form(client, ann, channels, payload, status):
+    client.force_login(ann)
+    response = client.post("/instant/subscribe/", payload, content_type="application/json")
+    assert response.status_code == status
+    body = response.json()
+    if status == 200:
+        assert set(body) == {"token"}
+    else:
+        assert "token" not in body and body["error"]
+
+
+def test_subscribe_inactive_channel_refused(client, ann):
+    Channel.objects.create(name="$old", level="users", is_active=False)
+    client.force_login(ann)
+    assert_json_error(client.post("/instant/subscribe/", {"channel": "$old"},
+                                  content_type="application/json"), 403)
+
+
+def test_subscribe_list_form_gives_only_readable_channels(client, ann, channels):
+    client.force_login(ann)
+    body = client.post("/instant/subscribe/", {"client": "abc", "channels": ["$users", "$staff", "$users", "bad name", "public"]},
+                       content_type="application/json").json()
+    assert [c["channel"] for c in body["channels"]] == ["$users", "public"]
+    assert all(c["token"] for c in body["channels"])
+
+
+def test_anonymous_subscribe(client, channels):
+    assert client.post("/instant/subscribe/", {"channel": "public"},
+                       content_type="application/json").status_code == 200
+    assert_json_error(client.post("/instant/subscribe/", {"channel": "$users"},
+                                  content_type="application/json"), 403)
+
+
+class TestCsrf:
+    """POST views are CSRF-protected; the failure is a JSON 403, the token from get_token/ works."""
+
+    @pytest.fixture
+    def browser(self):
+        return Client(enforce_csrf_checks=True)
+
+    @pytest.mark.parametrize("url", ["/instant/login/", "/instant/logout/", "/instant/subscribe/",
+                                     "/instant/get_token/"])
+    def test_post_without_csrf_token_is_403_json(self, browser, ann, url):
+        browser.force_login(ann)
+        body = assert_json_error(browser.post(url, {"channel": "public"},
+                                              content_type="application/json"), 403)
+        assert body["error"] == "csrf_failed"
+
+    def test_token_from_get_token_lets_post_through(self, browser, ann, channels):
+        csrf = browser.get("/instant/get_token/").json()["csrf_token"]
+        response = browser.post("/instant/login/", {"username": "ann", "password": "secret-pw"},
+                                content_type="application/json", HTTP_X_CSRFTOKEN=csrf)
+        assert response.status_code == 200
+        csrf = response.json()["csrf_token"]  # rotated by login
+        response = browser.post("/instant/subscribe/", {"channel": "$users"},
+                                content_type="application/json", HTTP_X_CSRFTOKEN=csrf)
+        assert response.status_code == 200 and response.json()["token"]
+
+    def test_get_token_by_get_needs_no_csrf(self, browser):
+        assert browser.get("/instant/get_token/").status_code == 200
