@@ -2,16 +2,17 @@
 
 from .client import CentrifugoError
 from .publishing import apublish, publish
-from .registry import BroadcastRegistry, broadcast, disable_broadcasts, registry
+from .registry import BroadcastRegistry, broadcast, disable_broadcasts
+from .registry import registry as broadcast_registry
 
 __all__ = [
     "BroadcastRegistry",
     "CentrifugoError",
     "apublish",
     "broadcast",
+    "broadcast_registry",
     "disable_broadcasts",
     "publish",
-    "registry",
 ]
 
 __version__ = "0.1.0"

@@ -149,7 +149,8 @@ def record(change: Change, using: str) -> None:
         send(publications(change))
         return
     segment: Segment | None = getattr(connection, "_instant_signals_segment", None)
-    state = tuple(connection.savepoint_ids)
+    # atomic(savepoint=False) pushes None: it is no savepoint and cannot be rolled back alone.
+    state = tuple(sid for sid in connection.savepoint_ids if sid is not None)
     if (
         segment is None
         or segment.flushed

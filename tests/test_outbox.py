@@ -136,7 +136,12 @@ def check_received(live: LiveClient, channel: str, expected, timeout: float = 60
     time.sleep(0.5)  # anything extra (a duplicate) would arrive now
     got = live.wait_for(total, timeout=0, channel=channel)
     ids = [envelope["id"] for envelope in got]
-    assert len(got) == total, f"received {len(got)} of {total} events"
+    if len(got) != total:
+        seen = {(e["data"]["pk"], e["event_class"], e["data"]["fields"]["title"]) for e in got}
+        missing = [(pk, *ev) for pk, evs in expected.items() for ev in evs
+                   if (pk, *ev) not in seen]
+        pytest.fail(f"received {len(got)} of {total} events; missing e.g. {missing[:10]}; "
+                    f"client disconnects {live.disconnects}, errors {live.errors[:3]}")
     assert len(set(ids)) == len(ids), "an event arrived twice"
     per_object: dict[int, list[tuple[str, str]]] = defaultdict(list)
     for envelope in got:

@@ -1,0 +1,248 @@
+"""``manage.py installws`` and ``manage.py runws`` in a fresh Django project, run as a user would.
+
+The project is written into a temporary folder and driven by subprocesses (``manage.py ...``).
+Its Centrifugo is the cached binary; what installws writes is checked by Centrifugo itself
+(``checkconfig --strict``) and then used: a real Centrifugo, a real client, a real publish().
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from instant_signals import client as http_client
+from instant_signals import tokens
+from instant_signals.publishing import publish
+from instant_signals.server import CentrifugoProcess, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+SETTINGS = """
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+SECRET_KEY = "fresh-project"
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "instant_signals", "chat"]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+USE_TZ = True
+"""
+
+CHAT_MODELS = """
+from django.db import models
+
+from instant_signals import broadcast
+
+
+@broadcast(channels=["$room:{pk}", "lobby"], fields=["id", "name"])
+class Room(models.Model):
+    name = models.CharField(max_length=50)
+"""
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A new Django project (``proj``) with one app whose model is declared with @broadcast."""
+    root = tmp_path / "site"
+    (root / "proj").mkdir(parents=True)
+    (root / "chat").mkdir()
+    (root / "proj" / "__init__.py").write_text("")
+    (root / "proj" / "settings.py").write_text(SETTINGS)
+    (root / "chat" / "__init__.py").write_text("")
+    (root / "chat" / "models.py").write_text(textwrap.dedent(CHAT_MODELS))
+    (root / "manage.py").write_text(textwrap.dedent("""
+        import os, sys
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
+        from django.core.management import execute_from_command_line
+        execute_from_command_line(sys.argv)
+    """))
+    return root
+
+
+def manage(project: Path, *args: str, env: dict | None = None,
+           timeout: float = 120) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    environment.pop("DJANGO_SETTINGS_MODULE", None)
+    environment.pop("CENTRIFUGO_BINARY", None)
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=project, env=environment,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def installws(project: Path, binary: Path, *args: str) -> tuple[dict, dict]:
+    """Run installws; return (the printed settings, the config it wrote)."""
+    result = manage(project, "installws", "--binary", str(binary), *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    printed = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("CENTRIFUGO_") and " = " in line:
+            name, value = line.split(" = ", 1)
+            printed[name] = ast.literal_eval(value)
+    config_path = Path(args[args.index("--config") + 1]) if "--config" in args else (
+        project / ".centrifugo" / "config.json")
+    return printed, json.loads(config_path.read_text())
+
+
+def checkconfig(binary: Path, path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(binary), "checkconfig", "--strict", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_fresh_project_gets_a_checked_config_and_settings_that_work(
+        project, centrifugo_binary, settings, tmp_path):
+    port = free_port()
+    printed, config = installws(project, centrifugo_binary, "--port", str(port),
+                                "--origin", "http://127.0.0.1:8111")
+    config_path = project / ".centrifugo" / "config.json"  # default: <BASE_DIR>/.centrifugo/
+
+    assert checkconfig(centrifugo_binary, config_path).returncode == 0
+    assert stat.S_IMODE(config_path.stat().st_mode) == 0o600  # it holds secrets
+    assert config["http_server"] == {"address": "127.0.0.1", "port": port}
+    assert config["client"]["allowed_origins"] == ["http://127.0.0.1:8111"]
+    assert [ns["name"] for ns in config["channel"]["namespaces"]] == ["room"]  # from @broadcast
+    assert set(printed) == {"CENTRIFUGO_HOST", "CENTRIFUGO_PORT", "CENTRIFUGO_API_KEY",
+                            "CENTRIFUGO_HMAC_KEY", "CENTRIFUGO_WS_URL"}
+    assert printed["CENTRIFUGO_API_KEY"] == config["http_api"]["key"]
+    assert len(printed["CENTRIFUGO_HMAC_KEY"]) >= 32
+
+    # The printed settings, and nothing else, make publish() reach a real client.
+    settings.CENTRIFUGO_API_URL = None
+    settings.SITE_NAME = None
+    for name, value in printed.items():
+        setattr(settings, name, value)
+    http_client.close_session()
+    from tests.live import LiveClient
+
+    with CentrifugoProcess(centrifugo_binary, config_path):
+        live = LiveClient(printed["CENTRIFUGO_WS_URL"], token=tokens.connection_token(None))
+        try:
+            live.connect()
+            live.subscribe("lobby")
+            live.subscribe("$room:7", token=tokens.subscription_token(None, "$room:7"))
+            publish("lobby", "hello", event_class="greeting")
+            publish("$room:7", data={"n": 7})
+            assert live.wait_for(1, channel="lobby") == [
+                {"channel": "lobby", "message": "hello", "event_class": "greeting"}]
+            assert live.wait_for(1, channel="$room:7") == [{"channel": "$room:7", "data": {"n": 7}}]
+        finally:
+            live.close()
+            http_client.close_session()
+
+
+def test_second_run_keeps_the_secrets_and_overwrite_replaces_them(project, centrifugo_binary):
+    first, config = installws(project, centrifugo_binary, "--port", str(free_port()))
+    port = free_port()
+    second, config2 = installws(project, centrifugo_binary, "--port", str(port),
+                                "--write-settings", "ws_settings.py")
+    assert second == {}  # written into the file instead of printed
+    written = {k: v for k, v in vars_of(project / "ws_settings.py").items()
+               if k.startswith("CENTRIFUGO_")}
+    assert written["CENTRIFUGO_API_KEY"] == first["CENTRIFUGO_API_KEY"]
+    assert written["CENTRIFUGO_HMAC_KEY"] == first["CENTRIFUGO_HMAC_KEY"]
+    assert written["CENTRIFUGO_PORT"] == port  # the other options are updated
+    assert config2["http_server"]["port"] == port
+    assert stat.S_IMODE((project / "ws_settings.py").stat().st_mode) == 0o600
+
+    third, config3 = installws(project, centrifugo_binary, "--overwrite")
+    assert third["CENTRIFUGO_API_KEY"] != first["CENTRIFUGO_API_KEY"]
+    assert third["CENTRIFUGO_HMAC_KEY"] != first["CENTRIFUGO_HMAC_KEY"]
+    assert config3["http_api"]["key"] == third["CENTRIFUGO_API_KEY"]
+
+
+def vars_of(path: Path) -> dict:
+    import runpy
+
+    return runpy.run_path(str(path))
+
+
+@pytest.mark.parametrize("options, expect", [
+    (["--redis", "redis://127.0.0.1:6379"],
+     lambda c: c["engine"] == {"type": "redis", "redis": {"address": ["redis://127.0.0.1:6379"]}}),
+    (["--redis", "redis://127.0.0.1:6379", "--redis", "redis://127.0.0.1:6380"],
+     lambda c: c["engine"]["redis"]["address"] == ["redis://127.0.0.1:6379",
+                                                   "redis://127.0.0.1:6380"]),
+    (["--outbox-dsn", "postgresql://app:pw@127.0.0.1:5432/app"],
+     lambda c: c["consumers"][0]["type"] == "postgresql"
+     and c["consumers"][0]["postgresql"]["dsn"] == "postgresql://app:pw@127.0.0.1:5432/app"
+     and c["consumers"][0]["postgresql"]["outbox_table_name"] == "instant_signals_outbox"),
+    (["--redis", "redis://127.0.0.1:6379", "--outbox-dsn", "postgresql://127.0.0.1/app",
+      "--origin", "https://example.com", "--origin", "http://localhost:3000",
+      "--address", "0.0.0.0", "--namespace", "extra", "--ws-url",
+      "wss://example.com/connection/websocket"],
+     lambda c: c["engine"]["type"] == "redis" and "consumers" in c
+     and c["client"]["allowed_origins"] == ["https://example.com", "http://localhost:3000"]
+     and c["http_server"]["address"] == "0.0.0.0"
+     and [n["name"] for n in c["channel"]["namespaces"]] == ["extra", "room"]),
+], ids=["redis", "redis-sharded", "outbox", "everything"])
+def test_every_option_combination_passes_checkconfig(project, centrifugo_binary, tmp_path,
+                                                      options, expect):
+    path = tmp_path / "conf" / "centrifugo.json"
+    printed, config = installws(project, centrifugo_binary, "--config", str(path), *options)
+    result = checkconfig(centrifugo_binary, path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert expect(config), config
+    if "--ws-url" in options:
+        assert printed["CENTRIFUGO_WS_URL"] == "wss://example.com/connection/websocket"
+        assert printed["CENTRIFUGO_HOST"] == "http://127.0.0.1"  # Django still talks locally
+
+
+def test_a_broken_config_is_not_overwritten_without_the_option(project, centrifugo_binary):
+    path = project / ".centrifugo" / "config.json"
+    path.parent.mkdir()
+    path.write_text("{not json")
+    result = manage(project, "installws", "--binary", str(centrifugo_binary))
+    assert result.returncode != 0
+    assert "--overwrite" in result.stderr
+    assert path.read_text() == "{not json"
+    installws(project, centrifugo_binary, "--overwrite")
+    assert checkconfig(centrifugo_binary, path).returncode == 0
+
+
+def test_runws_without_a_config_says_to_run_installws(project):
+    result = manage(project, "runws")
+    assert result.returncode != 0
+    assert "No Centrifugo config at" in result.stderr
+    assert str(project / ".centrifugo" / "config.json") in result.stderr
+    assert "manage.py installws" in result.stderr
+
+
+def test_runws_without_centrifugo_says_how_to_install_it(project, centrifugo_binary, tmp_path):
+    installws(project, centrifugo_binary, "--port", str(free_port()))
+    (project / ".centrifugo" / "config.json.binary").unlink()
+    missing = tmp_path / "no-such-centrifugo"
+    result = manage(project, "runws", env={"CENTRIFUGO_BINARY": str(missing)})
+    assert result.returncode != 0
+    assert "Centrifugo is not installed" in result.stderr
+    assert "manage.py installws" in result.stderr
+
+
+def test_runws_runs_centrifugo_in_the_foreground_and_passes_sigterm(project, centrifugo_binary):
+    port = free_port()
+    installws(project, centrifugo_binary, "--port", str(port))
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    environment.pop("DJANGO_SETTINGS_MODULE", None)
+    process = subprocess.Popen([sys.executable, "manage.py", "runws"], cwd=project,
+                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    try:
+        server = CentrifugoProcess(centrifugo_binary, project / ".centrifugo" / "config.json")
+        server.process = process  # only to wait for its health endpoint
+        server.log_path = project / "unused.log"
+        server.wait_healthy(20)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+    assert process.returncode == 0, output
+    assert "serving websocket" in output  # Centrifugo's own log, on runws' stdout
+    assert "signal received: terminated" in output  # the SIGTERM reached Centrifugo
