@@ -209,6 +209,26 @@ class Bench:
             session.close()
             return elapsed
 
+        def run_http_client(channel: str) -> float:
+            import http.client
+            from urllib.parse import urlsplit
+
+            url = urlsplit(self.api_url)
+            conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+            headers = {"X-API-Key": self.api_key, "Content-Type": "application/json"}
+            path = f"{url.path}/publish"
+            bodies = [dump({"channel": channel, "data": envelope(channel, f"message {i}")}).encode()
+                      for i in range(n)]
+            start = time.perf_counter()
+            for body in bodies:
+                conn.request("POST", path, body=body, headers=headers)
+                reply = conn.getresponse()
+                if reply.status != 200 or "error" in json.loads(reply.read()):
+                    raise RuntimeError(f"HTTP {reply.status}")
+            elapsed = time.perf_counter() - start
+            conn.close()
+            return elapsed
+
         def run_django_instant(channel: str) -> float:
             out = self.peer("s1", n=n, channel=channel)
             if out["errors"]:
@@ -220,6 +240,7 @@ class Bench:
             "cent 5 Client (reused)": run_cent5,
             "django-instant publish()": run_django_instant,
             "raw requests.Session floor": run_raw,
+            "raw http.client keep-alive (stdlib)": run_http_client,
         }
         results = self.run_arms("s1", arms, lambda seconds: n / seconds, n)
         results["unit"] = "msg/s"

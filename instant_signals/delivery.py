@@ -164,6 +164,12 @@ def record(change: Change, using: str) -> None:
     segment.add(change)
 
 
+def close_segment(using: str) -> None:
+    """Make the next change start a new segment (capture_broadcasts: changes made before the
+    block must not merge into the ones made inside it)."""
+    connections[using]._instant_signals_segment = None
+
+
 def send(commands: Iterable[dict[str, Any]]) -> None:
     """Publish commands through ``/batch`` in chunks; never raises."""
     commands = list(commands)

@@ -7,7 +7,7 @@ from typing import Iterator
 
 from django.db import DEFAULT_DB_ALIAS
 
-from .delivery import capture_target
+from .delivery import capture_target, close_segment
 
 
 @contextmanager
@@ -25,6 +25,7 @@ def capture_broadcasts(using: str = DEFAULT_DB_ALIAS) -> Iterator[list[dict]]:
 
     captured: list[dict] = []
     token = capture_target.set(captured)
+    close_segment(using)
     try:
         with TestCase.captureOnCommitCallbacks(using=using, execute=True):
             yield captured

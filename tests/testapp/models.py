@@ -69,3 +69,4 @@ class Plain(models.Model):
 
     name = models.CharField(max_length=50)
     code = models.IntegerField(default=0)
+    secret = models.CharField(max_length=50, blank=True)
