@@ -245,3 +245,14 @@ def test_item_namespace_and_rules(django_user_model):
     assert broadcast_registry.authorize(staff, "$board:main")
     assert not broadcast_registry.authorize(plain, "$board:main")
     assert not broadcast_registry.authorize(staff, "$unknown:main")
+
+
+@pytest.mark.parametrize("model", [Note, Task], ids=["own snapshot", "FieldTracker"])
+def test_no_extra_query_per_save(model, django_assert_num_queries):
+    obj = model.objects.create(title="a")
+    obj = model.objects.get(pk=obj.pk)
+    with capture_broadcasts() as published:
+        with django_assert_num_queries(1):  # the UPDATE itself, nothing else
+            obj.title = "b"
+            obj.save()
+    assert published and all(p["data"]["changed"] == {"title": "a"} for p in published)

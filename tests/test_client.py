@@ -1,0 +1,84 @@
+"""The server API client against the real Centrifugo, and against servers that misbehave."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+from instant_signals import client
+from instant_signals.client import CentrifugoError
+
+
+def test_publish_broadcast_and_batch_replies(centrifugo):
+    assert client.publish("public", {"a": 1}) == {}
+    replies = client.broadcast(["public", "$users", "$nowhere:1"], {"b": 2})
+    assert [client.reply_error(r) is None for r in replies] == [True, True, False]
+    assert client.reply_error(replies[2]).code == 102
+    replies = client.batch([
+        {"publish": {"channel": "public", "data": {"c": 3}}},
+        {"publish": {"channel": "$nowhere:2", "data": {}}},
+        {"broadcast": {"channels": ["public"], "data": {"d": 4}}},
+    ])
+    assert len(replies) == 3
+    assert client.reply_error(replies[0]) is None
+    assert client.reply_error(replies[1]).code == 102
+    assert "broadcast" in replies[2]
+
+
+def test_one_session_per_thread(centrifugo):
+    sessions = []
+
+    def grab():
+        sessions.append(client._session())
+
+    threads = [threading.Thread(target=grab) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert client._session() is client._session()
+    assert len({id(s) for s in sessions + [client._session()]}) == 3
+
+
+@pytest.fixture
+def silent_server():
+    """A loopback server that accepts connections and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    accepted = []
+    stop = threading.Event()
+
+    def serve():
+        sock.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(sock.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/api"
+    stop.set()
+    thread.join(2)
+    for conn in accepted:
+        conn.close()
+    sock.close()
+
+
+def test_read_timeout_is_a_retryable_error(settings, silent_server):
+    settings.CENTRIFUGO_API_URL = silent_server
+    settings.INSTANT_SIGNALS = {"TIMEOUT": (0.5, 0.3)}
+    client.close_session()
+    started = time.monotonic()
+    with pytest.raises(CentrifugoError) as raised:
+        client.publish("public", {})
+    assert raised.value.retryable and "did not answer" in str(raised.value)
+    assert time.monotonic() - started < 0.3 + 0.5 + 1.0  # bounded by the configured timeouts
+
+
+def test_non_json_payload_refused_before_the_network(settings):
+    settings.CENTRIFUGO_API_URL = "http://127.0.0.1:9/api"
+    with pytest.raises(CentrifugoError) as raised:
+        client.publish("public", {"x": object()})
+    assert raised.value.code == 107 and not raised.value.retryable
