@@ -1,5 +1,8 @@
 # Shared steps of scripts/test, scripts/demo and benchmarks/run (sourced, not run).
 
+# Go's default install place, for the Centrifugo build fallback.
+[ -d /usr/local/go/bin ] && case ":$PATH:" in *:/usr/local/go/bin:*) ;; *) PATH="$PATH:/usr/local/go/bin" ;; esac
+
 log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
 
 # Debian packages the tests use: Chromium (browser tests), Redis and PostgreSQL (durable and

@@ -70,11 +70,20 @@ def project(tmp_path):
 
 def manage(project: Path, *args: str, env: dict | None = None,
            timeout: float = 120) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    environment.pop("DJANGO_SETTINGS_MODULE", None)
-    environment.pop("CENTRIFUGO_BINARY", None)
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=project, env=environment,
-                          capture_output=True, text=True, timeout=timeout)
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in ("DJANGO_SETTINGS_MODULE", "CENTRIFUGO_BINARY")}
+    environment.update({"PYTHONPATH": str(REPO), **(env or {})})
+    # A new session: if a timeout kills it, whatever it started is killed with it.
+    process = subprocess.Popen([sys.executable, "manage.py", *args], cwd=project,
+                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def installws(project: Path, binary: Path, *args: str) -> tuple[dict, dict]:

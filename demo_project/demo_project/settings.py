@@ -57,7 +57,6 @@ STATIC_URL = "static/"
 # The npm client (`npm ci` at the repository root) is served as /static/centrifuge/index.mjs;
 # the page's import map points the module name "centrifuge" there.
 STATICFILES_DIRS = [("centrifuge", REPO_DIR / "node_modules" / "centrifuge" / "build")]
-STATIC_ROOT = DATA_DIR / "staticfiles"
 
 LOGIN_URL = "/admin/login/"
 SITE_NAME = "instant_signals demo"
@@ -73,7 +72,13 @@ if _ws_settings.is_file():
         if _name.startswith("CENTRIFUGO_"):
             globals()[_name] = _value
 
-INSTANT_SIGNALS = {"TIMEOUT": (1.0, 3.0)}
+# Token lifetimes in seconds; DEMO_TOKEN_LIFETIME shortens them to watch the client refresh them.
+_token_lifetime = int(os.environ.get("DEMO_TOKEN_LIFETIME") or 300)
+INSTANT_SIGNALS = {
+    "TIMEOUT": (1.0, 3.0),
+    "CONNECTION_TOKEN_LIFETIME": _token_lifetime,
+    "SUBSCRIPTION_TOKEN_LIFETIME": _token_lifetime,
+}
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,246 @@
+"""The demo, started with ``scripts/demo`` as a user would, driven by a real headless Chromium.
+
+``scripts/demo`` sets everything up (its virtualenv, the npm client, Centrifugo, the database and
+the demo users) and runs Centrifugo and runserver on free loopback ports, with its database and
+config in a temporary folder. Rows are changed from the server side with ``manage.py shell``;
+the pages must follow. A screenshot of the live page is saved in ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from instant_signals.server import free_port
+from tests.conftest import ARTIFACTS, need
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+SETUP_TIMEOUT = 600  # a fresh machine creates a virtualenv and runs npm ci first
+WAIT_MS = 15_000
+TOKEN_LIFETIME = 5  # seconds: short, so the page must refresh its tokens during the test
+
+pytestmark = pytest.mark.slow
+
+
+class Demo:
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.ws_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.output = data_dir / "demo-output.log"
+        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        env.update(DEMO_PORT=str(self.port), DEMO_WS_PORT=str(self.ws_port),
+                   DEMO_DATA_DIR=str(data_dir), DEMO_TOKEN_LIFETIME=str(TOKEN_LIFETIME))
+        self.env = env
+        self.process = subprocess.Popen(
+            [str(REPO / "scripts" / "demo")], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+            stdout=open(self.output, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + SETUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"scripts/demo exited with {self.process.returncode}:\n{self.log()}")
+            if "demo ready: " + self.url in self.log() and port_open(self.port):
+                return
+            time.sleep(0.2)
+        pytest.fail(f"scripts/demo was not ready after {SETUP_TIMEOUT} s:\n{self.log()[-4000:]}")
+
+    def shell(self, code: str) -> str:
+        """Run ``code`` in the demo's ``manage.py shell`` (a separate process, like a user)."""
+        python = REPO / os.environ.get("DEMO_VENV", ".venv-demo") / "bin" / "python"
+        result = subprocess.run([str(python), "demo_project/manage.py", "shell", "-c", code],
+                                cwd=REPO, env=self.env, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def stop(self) -> int | None:
+        """SIGTERM to scripts/demo alone: it must stop Django and Centrifugo itself."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.process.returncode
+
+    def kill_all(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_closed(port: int, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not port_open(port):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def demo(tmp_path):
+    need(Path(CHROMIUM).exists(), "Chromium (/usr/bin/chromium)")
+    need(shutil.which("npm") is not None, "npm")
+    started = Demo(tmp_path)
+    try:
+        started.wait_ready()
+        yield started
+    finally:
+        code = started.stop()
+        stopped = code is not None and wait_closed(started.port) and wait_closed(started.ws_port)
+        started.kill_all()
+    assert stopped, f"scripts/demo did not stop Django and Centrifugo on SIGTERM:\n{started.log()}"
+
+
+@pytest.fixture
+def browser():
+    need(Path(CHROMIUM).exists(), "Chromium (/usr/bin/chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu",
+                  "--disable-background-networking"])
+        yield chromium
+        chromium.close()
+
+
+def wait_until(condition, timeout: float, page) -> bool:
+    """Let the page run (its requests are recorded) until ``condition()`` or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        page.wait_for_timeout(100)  # runs Playwright's event loop, so request events arrive
+    return condition()
+
+
+def open_page(browser, url: str, errors: list):
+    page = browser.new_context().new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.token_requests = []  # (path, body) of every get_token/ and subscribe/ call
+    page.on("request", lambda request: page.token_requests.append(
+        (request.url.split("/instant/")[-1], request.post_data))
+        if "/instant/get_token/" in request.url or "/instant/subscribe/" in request.url else None)
+    page.goto(url)
+    page.wait_for_function("document.body.dataset.state === 'connected'")
+    page.wait_for_function("document.querySelector('#channels').textContent.includes('feed')")
+    return page
+
+
+def test_demo_pages_follow_server_side_changes_and_keep_private_feeds_private(demo, browser):
+    tag = uuid.uuid4().hex[:8]
+    errors: list[str] = []
+    anonymous = open_page(browser, demo.url, errors)
+    alice = open_page(browser, demo.url, errors)
+
+    # 1. A row created from `manage.py shell` shows up on both pages.
+    demo.shell(f"from board.models import Note; Note.objects.create(text='shell note {tag}')")
+    for page in (anonymous, alice):
+        page.locator("#feed li", has_text=f"shell note {tag}").wait_for()
+
+    # 2. Logging in through the page starts alice's private feed (and admin's staff feed).
+    staff = open_page(browser, demo.url, errors)
+    for page, username in ((alice, "alice"), (staff, "admin")):
+        page.fill("#login-form [name=username]", username)
+        page.fill("#login-form [name=password]", f"{username}-demo")
+        page.click("#login-form button[type=submit]")
+        page.wait_for_function(f"document.querySelector('#who').textContent === '{username}'")
+    staff.wait_for_function("document.querySelector('#channels').textContent.includes('$staff')")
+    alice_id = demo.shell("from django.contrib.auth.models import User; "
+                          "print(User.objects.get(username='alice').pk)").split()[-1]
+    alice.wait_for_function(
+        f"document.querySelector('#channels').textContent.includes('$user:{alice_id}')")
+
+    # 3. A private task for alice, then a public note, from the server side.
+    demo.shell("from board.models import Note, Task; from django.contrib.auth.models import User; "
+               f"Task.objects.create(title='private task {tag}', "
+               f"owner=User.objects.get(username='alice')); "
+               f"Note.objects.create(text='sentinel {tag}')")
+    task = alice.locator("#my-tasks li", has_text=f"private task {tag}")
+    task.wait_for()
+    staff.locator("#staff-log li", has_text=f"private task {tag}").wait_for()
+    alice.locator("#feed li", has_text=f"sentinel {tag}").wait_for()
+    # The anonymous page got the public note published after the task, but never the task.
+    anonymous.locator("#feed li", has_text=f"sentinel {tag}").wait_for()
+    received = anonymous.evaluate("window.demo.events")
+    assert [e for e in received if e["channel"].startswith("$")] == []
+    assert f"private task {tag}" not in anonymous.content()
+    assert any(e["channel"] == f"$user:{alice_id}" for e in alice.evaluate("window.demo.events"))
+
+    # ...and cannot subscribe to alice's channel: the server refuses the subscription token.
+    denied = anonymous.evaluate("""(channel) => new Promise((resolve) => {
+        window.demo.instant.addListener("denied", (d) => resolve(d.error.status));
+        window.demo.instant.subscribe(channel);
+    })""", f"$user:{alice_id}")
+    assert denied == 403
+    assert f"$user:{alice_id}" not in anonymous.evaluate("window.demo.instant.subscribedChannels()")
+
+    # 4. An update from the server side changes the row in place.
+    demo.shell(f"from board.models import Task; t = Task.objects.get(title='private task {tag}'); "
+               "t.done = True; t.save()")
+    alice.wait_for_function(
+        """(title) => [...document.querySelectorAll('#my-tasks li.done')]
+                      .some((li) => li.textContent.includes(title))""", arg=f"private task {tag}")
+    assert task.locator("input[type=checkbox]").is_checked()
+
+    # 5. Another tab: a note posted through the anonymous page reaches alice's page.
+    anonymous.fill("#note-form [name=text]", f"from the other tab {tag}")
+    anonymous.click("#note-form button")
+    alice.locator("#feed li", has_text=f"from the other tab {tag}").wait_for()
+
+    # 6. An edit in the Django admin (a tab of the staff user's browser) reaches alice's page.
+    admin_tab = staff.context.new_page()
+    admin_tab.set_default_timeout(WAIT_MS)
+    admin_tab.goto(f"{demo.url}admin/board/task/{task.get_attribute('data-pk')}/change/")
+    admin_tab.fill("#id_title", f"renamed in the admin {tag}")
+    admin_tab.click("input[name=_save]")
+    alice.locator("#my-tasks li", has_text=f"renamed in the admin {tag}").wait_for()
+    staff.locator("#staff-log li", has_text=f"renamed in the admin {tag}").wait_for()
+    assert alice.locator("#my-tasks li", has_text=f"private task {tag}").count() == 0
+
+    # 7. Tokens expire after a few seconds: the page refreshes them through get_token/ and
+    #    subscribe/ (centrifuge-js' getToken) and the private feed keeps working.
+    channel = f"$user:{alice_id}"
+    refreshed = wait_until(lambda: sum(1 for path, body in alice.token_requests
+                                       if path == "subscribe/" and channel in (body or "")) >= 2
+                           and sum(1 for path, _ in alice.token_requests
+                                   if path == "get_token/") >= 2,
+                           timeout=4 * TOKEN_LIFETIME, page=alice)
+    assert refreshed, alice.token_requests
+    demo.shell("from board.models import Task; from django.contrib.auth.models import User; "
+               f"Task.objects.create(title='after refresh {tag}', "
+               f"owner=User.objects.get(username='alice'))")
+    alice.locator("#my-tasks li", has_text=f"after refresh {tag}").wait_for()
+
+    alice.screenshot(path=str(ARTIFACTS / "demo-live-page.png"), full_page=True)
+    (ARTIFACTS / "demo-events.json").write_text(
+        json.dumps(alice.evaluate("window.demo.events"), indent=1))
+    assert errors == []
