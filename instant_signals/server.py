@@ -30,11 +30,14 @@ def generate_config(
 ) -> dict[str, Any]:
     """A Centrifugo v6 config (nested keys) with fresh secrets unless given.
 
-    Channels without a namespace (``public``, ``$users``, ``$staff``...) accept client and
-    anonymous subscriptions; ``$`` channels still need a subscription token. Each name in
-    ``namespaces`` (``task`` for ``$task:42``) gets history and recovery so a reconnecting
-    browser catches up.
+    Channels without a namespace (``public``, ``$users``, ``$staff``...) and each name in
+    ``namespaces`` (``task`` for ``$task:42``) accept client and anonymous subscriptions (``$``
+    channels still need a subscription token), and keep a short history with recovery so a
+    reconnecting browser catches up.
     """
+    # History and recovery everywhere: a client that reconnects (network blip, expired token,
+    # Centrifugo restart with a Redis engine) gets the publications it missed.
+    recovery = {"history_size": history_size, "history_ttl": "300s", "force_recovery": True}
     config: dict[str, Any] = {
         "http_server": {"address": address, "port": port},
         "log": {"level": "info"},
@@ -49,15 +52,14 @@ def generate_config(
             "without_namespace": {
                 "allow_subscribe_for_client": True,
                 "allow_subscribe_for_anonymous": True,
+                **recovery,
             },
             "namespaces": [
                 {
                     "name": name,
                     "allow_subscribe_for_client": True,
                     "allow_subscribe_for_anonymous": True,
-                    "history_size": history_size,
-                    "history_ttl": "300s",
-                    "force_recovery": True,
+                    **recovery,
                 }
                 for name in sorted(set(namespaces or []))
             ],
