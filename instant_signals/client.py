@@ -85,6 +85,16 @@ def batch(commands: list[dict[str, Any]], *, parallel: bool = False) -> list[dic
     return body.get("replies", [])
 
 
+def batch_publish_encoded(commands: list[str]) -> list[dict[str, Any]]:
+    """``batch`` of publish commands already encoded as JSON (each encoded once, by the caller
+    that also checked its size)."""
+    body = '{"commands":[' + ",".join('{"publish":' + c + "}" for c in commands) + "]}"
+    reply = _post_body("batch", body)
+    if "error" in reply:
+        raise _error_from(reply["error"])
+    return reply.get("replies", [])
+
+
 def reply_error(reply: dict[str, Any]) -> CentrifugoError | None:
     """The error of one batch/broadcast reply, or None when it succeeded."""
     error = reply.get("error")
@@ -92,14 +102,18 @@ def reply_error(reply: dict[str, Any]) -> CentrifugoError | None:
 
 
 def _post(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        data = json.dumps(params, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise CentrifugoError(f"payload is not JSON-serializable: {exc}", code=107) from None
+    return _post_body(method, data)
+
+
+def _post_body(method: str, data: str) -> dict[str, Any]:
     url = f"{conf.api_url()}/{method}"
     headers = {"X-API-Key": conf.api_key(), "Content-Type": "application/json"}
     try:
-        data = json.dumps(params, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise CentrifugoError(f"payload is not JSON-serializable: {exc}", code=107) from None
-    try:
-        response = _session().post(url, data=data, headers=headers, timeout=conf.timeout())
+        response = _session().post(url, data=data.encode(), headers=headers, timeout=conf.timeout())
     except requests.Timeout:
         raise CentrifugoError(
             f"Centrifugo did not answer within {conf.timeout()} s at {url}", retryable=True

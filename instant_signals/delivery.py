@@ -11,6 +11,7 @@ and sent as the ``broadcast_failed`` signal.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
@@ -179,16 +180,13 @@ def send(commands: Iterable[dict[str, Any]]) -> None:
     if captured is not None:
         captured.extend(command["data"] for command in commands)
         return
+    commands, encoded = _encode(commands)
     size = int(conf.app_setting("BATCH_SIZE"))
     for start in range(0, len(commands), size):
         chunk = commands[start : start + size]
         try:
             _count("requests")
-            if len(chunk) == 1:
-                client.publish(**chunk[0])
-                replies: list[dict[str, Any]] = [{}]
-            else:
-                replies = client.batch([{"publish": command} for command in chunk])
+            replies = client.batch_publish_encoded(encoded[start : start + size])
         except Exception as exc:  # noqa: BLE001 - a broken broadcast must never break a save
             _failed(chunk, exc)
             continue
@@ -197,6 +195,25 @@ def send(commands: Iterable[dict[str, Any]]) -> None:
         _count("published", len(chunk) - len(failed))
         for command, error in failed:
             _failed([command], error)
+
+
+def _encode(commands: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Encode each command once; one that is not JSON or too large fails alone, here."""
+    limit = int(conf.app_setting("MAX_PAYLOAD_BYTES"))
+    kept, encoded = [], []
+    for command in commands:
+        try:
+            text = json.dumps(command, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            _failed([command], ValueError(f"publication is not JSON: {exc}"))
+            continue
+        if len(text) > limit:  # ASCII only (json.dumps escapes the rest): characters are bytes
+            _failed([command], ValueError(
+                f"publication is over INSTANT_SIGNALS['MAX_PAYLOAD_BYTES'] ({limit})"))
+            continue
+        kept.append(command)
+        encoded.append(text)
+    return kept, encoded
 
 
 def _failed(commands: list[dict[str, Any]], error: Exception) -> None:

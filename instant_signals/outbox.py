@@ -18,11 +18,14 @@ the first failure. Duplicates: each row carries the event id as Centrifugo's
 publish twice while Centrifugo remembers the key (5 minutes; across Centrifugo restarts only with
 the Redis engine).
 
-Errors: a retryable failure (Centrifugo unreachable, timeout, HTTP 5xx, codes 100/108) keeps the
-row and the rest of its partition for a later attempt with exponential backoff. A non-retryable
-per-row error (e.g. 102 unknown channel, 107 bad request) would fail forever, so the row is
-logged, counted in ``delivery.stats["failed"]``, sent as the ``broadcast_failed`` signal and
-deleted; later rows go on. That is what Centrifugo's own consumer does with such rows.
+Errors: a retryable failure (Centrifugo unreachable, timeout, HTTP 5xx, codes 100/108) or a
+refusal of the whole request (wrong API key) keeps the row and the rest of its partition for a
+later attempt with exponential backoff. A row Centrifugo can never accept (a per-row error such
+as 102 unknown channel, 104 unknown method, 107 bad request; or a row that makes the whole
+``/batch`` undecodable, HTTP 400 — found by resending the batch one row at a time) is logged,
+counted in ``delivery.stats["failed"]``, sent as the ``broadcast_failed`` signal and deleted, and
+later rows go on: one poison row never blocks its partition. Centrifugo's own consumer also
+skips such rows (it retries only internal errors).
 """
 
 from __future__ import annotations
@@ -34,11 +37,15 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from django.db import connections, transaction
+from django.db import close_old_connections, connections, transaction
 
 from . import client, conf
 
 logger = logging.getLogger("instant_signals")
+
+# Whole-request errors that mean "this request cannot be decoded", not "Centrifugo is unwell":
+# HTTP 400 (body not understood), 413 (too large), Centrifugo 107 (bad request).
+_MALFORMED = {400, 413, 107}
 
 #: PostgreSQL ``LISTEN`` channel the trigger notifies (the consumer's
 #: ``partition_notification_channel`` in ``server.generate_config``).
@@ -159,10 +166,12 @@ class Relay:
         passes = 0
         while not stop() and (max_passes is None or passes < max_passes):
             passes += 1
+            close_old_connections()  # drop a connection the database closed (restart, timeout)
             try:
                 result = self.run_once()
             except Exception:  # noqa: BLE001 - a database hiccup must not end the relay
                 logger.exception("instant_signals: outbox relay pass failed")
+                connections[self.using].close()
                 result = RelayResult(failed_partitions={-1: "database error"})
             if result.sent or result.dropped:
                 continue  # there may be more right away
@@ -217,16 +226,17 @@ class Relay:
 
     def _send(self, batch: list[Any]) -> tuple[list[Any], list[tuple[Any, Exception]], Exception | None]:
         """(delivered rows, dropped rows with their errors, the retryable error that stopped us)."""
-        from . import delivery
-
-        delivery._count("requests")
         try:
-            replies = client.batch([{row.method: row.payload} for row in batch])
+            replies = self._request(batch)
         except client.CentrifugoError as exc:
-            if exc.retryable:
-                return [], [], exc
-            # The whole request was refused (bad API key, HTTP 4xx): nothing was published and
-            # dropping every row would lose them all; keep them and back off like an outage.
+            if exc.code in _MALFORMED and len(batch) > 1:
+                # Centrifugo could not decode the request (e.g. a row whose channel is not a
+                # string): find the culprit by sending the rows one at a time, in order.
+                return self._send_one_by_one(batch)
+            if exc.code in _MALFORMED:
+                return [], [(batch[0], exc)], None
+            # Unreachable, timeout, 5xx, or refused as a whole (a wrong API key, HTTP 401):
+            # nothing was published; keep every row and back off.
             return [], [], exc
         except Exception as exc:  # noqa: BLE001 - anything else: keep the rows, retry later
             return [], [], exc
@@ -247,6 +257,24 @@ class Relay:
             else:
                 dropped.append((row, error))
         return delivered, dropped, None
+
+    def _send_one_by_one(self, batch: list[Any]) -> tuple[list[Any], list[tuple[Any, Exception]], Exception | None]:
+        delivered: list[Any] = []
+        dropped: list[tuple[Any, Exception]] = []
+        for row in batch:
+            more, bad, error = self._send([row])
+            delivered += more
+            dropped += bad
+            if error is not None:
+                return delivered, dropped, error
+        return delivered, dropped, None
+
+    @staticmethod
+    def _request(batch: list[Any]) -> list[dict[str, Any]]:
+        from . import delivery
+
+        delivery._count("requests")
+        return client.batch([{row.method: row.payload} for row in batch])
 
     def _fail(self, partition: int, error: Exception, result: RelayResult) -> None:
         failures = self.failures.get(partition, 0) + 1

@@ -63,7 +63,7 @@ def envelope(
 def encoded_size(payload: Any) -> int:
     """Size in bytes of ``payload`` as JSON; raises ValueError when it is not JSON-serializable."""
     try:
-        return len(json.dumps(payload, separators=(",", ":")).encode())
+        return len(json.dumps(payload, separators=(",", ":"), allow_nan=False).encode())
     except (TypeError, ValueError) as exc:
         raise ValueError(f"publication data is not JSON-serializable: {exc}") from None
 

@@ -426,11 +426,7 @@ def _on_save(sender: type[models.Model], instance: models.Model, created: bool, 
              using: str, **kwargs: Any) -> None:
     if raw or not broadcasting_enabled():
         return
-    try:
-        for change in registry.changes_for(instance, CREATED if created else UPDATED, using):
-            delivery.record(change, using)
-    except Exception:  # noqa: BLE001 - a broadcast bug must never break the caller's save
-        logger.exception("instant_signals: could not broadcast %s", sender._meta.label)
+    _record(sender, instance, CREATED if created else UPDATED, using)
     registry.snapshot(instance)
 
 
@@ -438,8 +434,16 @@ def _on_delete(sender: type[models.Model], instance: models.Model, using: str,
                **kwargs: Any) -> None:
     if not broadcasting_enabled():
         return
+    _record(sender, instance, DELETED, using)
+
+
+def _record(sender: type[models.Model], instance: models.Model, event: str, using: str) -> None:
+    """Record the instance's changes; a failure never breaks the caller's save, except in
+    durable mode, where a lost outbox row must roll the change back with it."""
     try:
-        for change in registry.changes_for(instance, DELETED, using):
+        for change in registry.changes_for(instance, event, using):
             delivery.record(change, using)
     except Exception:  # noqa: BLE001
+        if conf.app_setting("DELIVERY") == "outbox":
+            raise
         logger.exception("instant_signals: could not broadcast %s", sender._meta.label)

@@ -6,7 +6,7 @@ import base64
 import datetime
 import decimal
 import json
-import re
+import math
 import uuid
 from typing import Any, Callable, Iterable
 
@@ -15,18 +15,23 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils.duration import duration_iso_string
 
-# A field whose name has one of these words (split on "_") is never broadcast unless listed.
-SECRET_WORDS = frozenset({"password", "passwd", "token", "secret", "key"})
+# A field whose name contains one of these words is never broadcast unless listed explicitly.
+# Substrings on purpose: "api_keys", "accessToken", "passwords" are secrets too; a false
+# positive ("monkey") only means the field must be listed to be sent.
+SECRET_WORDS = ("password", "passwd", "token", "secret", "key")
 
 
 def is_secret(name: str) -> bool:
-    return any(part in SECRET_WORDS for part in re.split(r"[_\W]+", name.lower()))
+    lowered = name.lower()
+    return any(word in lowered for word in SECRET_WORDS)
 
 
 def json_safe(value: Any) -> Any:
     """One field value as JSON: dates ISO 8601, decimals and UUIDs as strings."""
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if value is None or isinstance(value, (str, int, bool)):
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None  # JSON has no NaN or Infinity
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):

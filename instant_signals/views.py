@@ -14,7 +14,9 @@ from functools import wraps
 from typing import Any, Callable
 
 from django.contrib.auth import authenticate, login, logout
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import HttpRequest, JsonResponse
+from django.http.request import RawPostDataException
 from django.middleware.csrf import CsrfViewMiddleware, get_token
 from django.utils.decorators import decorator_from_middleware
 from django.views.decorators.csrf import csrf_exempt
@@ -47,7 +49,20 @@ def _json_view(methods: tuple[str, ...]) -> Callable:
 
         # The project's CsrfViewMiddleware skips this view; our own copy runs the same check and
         # answers in JSON. So CSRF is enforced exactly as Django would, only the failure differs.
-        return csrf_exempt(decorator_from_middleware(_JsonCsrfMiddleware)(checked))
+        protected = decorator_from_middleware(_JsonCsrfMiddleware)(checked)
+
+        @wraps(view)
+        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+            # Django raises these while reading the body (here or in the CSRF check, which reads
+            # request.POST); unhandled they would become an HTML 400.
+            try:
+                return protected(request, *args, **kwargs)
+            except RequestDataTooBig:
+                return error(413, "too_large", "the request body is too large")
+            except TooManyFieldsSent:
+                return error(400, "bad_request", "too many form fields; send a JSON object")
+
+        return csrf_exempt(guarded)
 
     return decorate
 
@@ -57,11 +72,15 @@ class BadRequest(Exception):
 
 
 def _json_object(request: HttpRequest) -> dict[str, Any]:
-    if not request.body:
+    try:
+        raw = request.body
+    except RawPostDataException:  # a form body already parsed (by the CSRF check)
+        raise BadRequest("send a JSON object with Content-Type: application/json") from None
+    if not raw:
         raise BadRequest("the request body is empty; send a JSON object")
     try:
-        body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
@@ -72,6 +91,8 @@ def _string_field(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
     if not isinstance(value, str) or not value:
         raise BadRequest(f'"{name}" is required and must be a non-empty string')
+    if "\x00" in value:  # PostgreSQL cannot store NUL characters: refuse before any query
+        raise BadRequest(f'"{name}" must not contain NUL characters')
     return value
 
 

@@ -64,6 +64,7 @@ def test_malformed_bodies_are_400_json(client, ann, url, body, content_type):
 @pytest.mark.parametrize("payload", [
     {"username": "ann"}, {"password": "x"}, {"username": "", "password": "x"},
     {"username": ["ann"], "password": "x"}, {"username": "ann", "password": None},
+    {"username": "a\x00nn", "password": "x"},  # PostgreSQL cannot take NUL: refused before
 ])
 def test_login_missing_or_wrong_type_fields_400(client, ann, payload):
     assert_json_error(client.post("/instant/login/", payload, content_type="application/json"), 400)
