@@ -77,8 +77,15 @@ class Subscriber:
             return self.times.pop(key, None)
 
     def close(self) -> None:
+        async def shutdown() -> None:
+            await self.client.disconnect()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
         try:
-            self._run(self.client.disconnect(), 5)
+            self._run(shutdown(), 5)
         except Exception:  # noqa: BLE001
             pass
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -1,14 +1,21 @@
 """HTTP client for Centrifugo's v5/v6 server API (``/api/publish``, ``/broadcast``, ``/batch``).
 
-One ``requests.Session`` per thread keeps connections alive; every failure becomes a
-``CentrifugoError`` carrying Centrifugo's code and message.
+Each thread keeps one keep-alive connection (the standard library's ``http.client``: a call
+costs a quarter of what ``requests`` costs, see benchmarks/); every failure becomes a
+``CentrifugoError`` carrying Centrifugo's code and message. When an HTTP(S)_PROXY environment
+variable applies to Centrifugo's host, calls go through ``requests``, which honours it.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import select
+import socket
 import threading
+import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -39,20 +46,66 @@ class CentrifugoError(Exception):
 _RETRYABLE_CODES = {100, 108}
 
 
-def _session() -> requests.Session:
-    session = getattr(_local, "session", None)
-    if session is None:
-        session = requests.Session()
-        _local.session = session
-    return session
+class _Connection:
+    """This thread's keep-alive connection to one Centrifugo address."""
+
+    def __init__(self, scheme: str, host: str, port: int):
+        self.key = (scheme, host, port)
+        self.conn: http.client.HTTPConnection | None = None
+        self.proxied = _proxied(scheme, host)  # looked up once: it costs ~0.1 ms
+
+    def post(self, path: str, body: bytes, headers: dict[str, str],
+             timeout: tuple[float, float]) -> tuple[int, bytes]:
+        conn = self.conn
+        if conn is not None and _closed_by_peer(conn):
+            self.close()
+            conn = None
+        if conn is None:
+            scheme, host, port = self.key
+            factory = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+            conn = factory(host, port, timeout=timeout[0])
+            conn.connect()
+            conn.sock.settimeout(timeout[1])  # type: ignore[union-attr]
+            self.conn = conn
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        if response.will_close:
+            self.close()
+        return response.status, data
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
+    """An idle keep-alive socket that is readable was closed by the server (as urllib3 checks)."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+def _connection(scheme: str, host: str, port: int) -> _Connection:
+    current: _Connection | None = getattr(_local, "connection", None)
+    if current is None or current.key != (scheme, host, port):
+        if current is not None:
+            current.close()
+        current = _local.connection = _Connection(scheme, host, port)
+    return current
 
 
 def close_session() -> None:
-    """Close this thread's keep-alive connections (tests and forks)."""
-    session = getattr(_local, "session", None)
-    if session is not None:
-        session.close()
-        _local.session = None
+    """Close this thread's keep-alive connection (tests, forks, settings changes)."""
+    current = getattr(_local, "connection", None)
+    if current is not None:
+        current.close()
+        _local.connection = None
 
 
 def call(method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -112,17 +165,30 @@ def _post(method: str, params: dict[str, Any]) -> dict[str, Any]:
 def _post_body(method: str, data: str) -> dict[str, Any]:
     url = f"{conf.api_url()}/{method}"
     headers = {"X-API-Key": conf.api_key(), "Content-Type": "application/json"}
+    timeout = conf.timeout()
+    parts = urlsplit(url)
+    scheme = parts.scheme or "http"
+    host = parts.hostname or "localhost"
+    port = parts.port or (443 if scheme == "https" else 80)
+    connection = _connection(scheme, host, port)
     try:
-        response = _session().post(url, data=data.encode(), headers=headers, timeout=conf.timeout())
-    except requests.Timeout:
+        if connection.proxied:
+            response = requests.post(url, data=data.encode(), headers=headers, timeout=timeout)
+            status, body = response.status_code, response.content
+        else:
+            try:
+                status, body = connection.post(parts.path or "/", data.encode(), headers, timeout)
+            except BaseException:
+                connection.close()  # a half-used connection is never reused
+                raise
+    except (socket.timeout, requests.Timeout):
         raise CentrifugoError(
-            f"Centrifugo did not answer within {conf.timeout()} s at {url}", retryable=True
+            f"Centrifugo did not answer within {timeout} s at {url}", retryable=True
         ) from None
-    except requests.RequestException as exc:
+    except (OSError, http.client.HTTPException, requests.RequestException) as exc:
         raise CentrifugoError(
             f"cannot reach Centrifugo at {url}: {exc.__class__.__name__}", retryable=True
         ) from None
-    status = response.status_code
     if status == 401:
         raise CentrifugoError(
             "Centrifugo refused the API key (HTTP 401): CENTRIFUGO_API_KEY must equal http_api.key "
@@ -131,16 +197,24 @@ def _post_body(method: str, data: str) -> dict[str, Any]:
         )
     if status != 200:
         raise CentrifugoError(
-            f"Centrifugo answered HTTP {status} at {url}: {response.text[:200]!r}",
+            f"Centrifugo answered HTTP {status} at {url}: {body[:200]!r}",
             code=status,
             retryable=status >= 500,
         )
     try:
-        return response.json()
+        return json.loads(body)
     except ValueError:
         raise CentrifugoError(
             f"Centrifugo answered with a body that is not JSON at {url}", code=status
         ) from None
+
+
+def _proxied(scheme: str, host: str) -> bool:
+    """Whether an HTTP(S)_PROXY environment variable applies to ``host`` (then use requests)."""
+    proxies = urllib.request.getproxies()
+    if scheme not in proxies:
+        return False
+    return not urllib.request.proxy_bypass(host)
 
 
 def _error_from(error: dict[str, Any]) -> CentrifugoError:

@@ -184,6 +184,7 @@ class BroadcastRegistry:
         self._declarations: dict[type[models.Model], tuple[Declaration, ...]] = {}
         self._tracked: dict[type[models.Model], tuple[str, ...]] = {}
         self._trackers: dict[type[models.Model], tuple[str, dict[str, str]] | None] = {}
+        self._snapshots: dict[type[models.Model], tuple[tuple[str, ...], ...]] = {}
 
     # -- registration -----------------------------------------------------------------------
     def register(self, model: type[models.Model] | None = None, **options: Any) -> Any:
@@ -209,6 +210,7 @@ class BroadcastRegistry:
         post_init.disconnect(sender=model, dispatch_uid=f"instant_signals.post_init.{label}")
         self._tracked.pop(model, None)
         self._trackers.pop(model, None)
+        self._snapshots.pop(model, None)
 
     def is_registered(self, model: type[models.Model]) -> bool:
         return model in self._declarations
@@ -306,6 +308,7 @@ class BroadcastRegistry:
             tracked += [*d.attnames, *d.routing_attnames]
         self._tracked[model] = tuple(dict.fromkeys(tracked))
         self._trackers[model] = _field_tracker(model, self._tracked[model])
+        self._snapshots[model] = _snapshot_spec(model, self._tracked[model])
         label = model._meta.label_lower
         post_save.connect(_on_save, sender=model, weak=False,
                           dispatch_uid=f"instant_signals.post_save.{label}")
@@ -327,9 +330,23 @@ class BroadcastRegistry:
         return {a: saved[k] for a, k in keys.items() if k in saved}
 
     def snapshot(self, instance: models.Model) -> None:
-        if self._trackers.get(type(instance)) is None:
-            tracked = self._tracked.get(type(instance), ())
-            instance.__dict__[SNAPSHOT_ATTR] = _copy_values(field_values(instance, tracked))
+        """Keep the tracked values as loaded or saved (not needed with a FieldTracker)."""
+        if self._trackers.get(type(instance)) is not None:
+            return
+        spec = self._snapshots.get(type(instance))
+        if spec is None:
+            return
+        tracked, deep, files = spec
+        current = instance.__dict__
+        values = {name: current[name] for name in tracked if name in current}
+        for name in deep:  # JSONField and the like may be changed in place later
+            if name in values:
+                values[name] = copy.deepcopy(values[name])
+        for name in files:  # a FieldFile refers to its instance: keep just the name
+            value = values.get(name)
+            if value is not None:
+                values[name] = getattr(value, "name", value)
+        current[SNAPSHOT_ATTR] = values
 
     def changes_for(self, instance: models.Model, event: str, using: str,
                     previous: dict[str, Any] | None = None) -> list[Change]:
@@ -367,11 +384,27 @@ class BroadcastRegistry:
         return d.channels_for(instance, UPDATED, {**now, **previous})
 
 
-def _copy_values(values: dict[str, Any]) -> dict[str, Any]:
-    for key, value in values.items():
-        if isinstance(value, (dict, list)):  # JSONField values may be mutated in place
-            values[key] = copy.deepcopy(value)
-    return values
+# Fields whose Python values are immutable: a snapshot can share them instead of copying.
+_IMMUTABLE_FIELD_TYPES = frozenset({
+    "AutoField", "BigAutoField", "SmallAutoField", "BigIntegerField", "BooleanField",
+    "CharField", "DateField", "DateTimeField", "DecimalField", "DurationField", "EmailField",
+    "FloatField", "ForeignKey", "OneToOneField", "GenericIPAddressField", "IntegerField",
+    "PositiveBigIntegerField", "PositiveIntegerField", "PositiveSmallIntegerField", "SlugField",
+    "SmallIntegerField", "TextField", "TimeField", "URLField", "UUIDField", "NullBooleanField",
+})
+
+
+def _snapshot_spec(model: type[models.Model], tracked: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """(tracked attnames, those to deep-copy, file fields) for the snapshot of ``model``."""
+    by_attname = {f.attname: f for f in model._meta.concrete_fields}
+    deep, files = [], []
+    for name in tracked:
+        kind = by_attname[name].get_internal_type()
+        if kind in ("FileField", "ImageField"):
+            files.append(name)
+        elif kind not in _IMMUTABLE_FIELD_TYPES:
+            deep.append(name)
+    return tuple(tracked), tuple(deep), tuple(files)
 
 
 def _field_tracker(model: type[models.Model], tracked: Sequence[str]) -> tuple[str, dict[str, str]] | None:

@@ -7,6 +7,7 @@ import datetime
 import decimal
 import json
 import math
+import operator
 import uuid
 from typing import Any, Callable, Iterable
 
@@ -26,12 +27,33 @@ def is_secret(name: str) -> bool:
     return any(word in lowered for word in SECRET_WORDS)
 
 
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None  # JSON has no NaN or Infinity
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+_iso = operator.methodcaller("isoformat")
+
+# Exact types first (one dict lookup for nearly every value), then the isinstance chain.
+_CONVERTERS: dict[type, Callable[[Any], Any]] = {
+    str: _same, int: _same, bool: _same, type(None): _same, float: _finite,
+    datetime.datetime: _iso, datetime.date: _iso, datetime.time: _iso,
+    decimal.Decimal: str, uuid.UUID: str,
+}
+
+
 def json_safe(value: Any) -> Any:
     """One field value as JSON: dates ISO 8601, decimals and UUIDs as strings."""
+    convert = _CONVERTERS.get(type(value))
+    if convert is not None:
+        return convert(value)
     if value is None or isinstance(value, (str, int, bool)):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else None  # JSON has no NaN or Infinity
+        return _finite(value)
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):

@@ -3,10 +3,10 @@
 import logging
 
 import pytest
-import requests
 from django.contrib.auth.models import User
 from django.db import transaction
 
+from instant_signals import client as http_client
 from instant_signals import delivery
 from instant_signals.signals import broadcast_failed
 from instant_signals.tokens import connection_token, subscription_token
@@ -114,24 +114,23 @@ def test_create_then_delete_in_one_transaction_sends_nothing(watcher):
 
 
 @pytest.fixture
-def http_calls(monkeypatch):
-    """Every HTTP request the process sends (counted at requests' transport layer)."""
-    calls = []
-    original = requests.Session.send
+def counted(centrifugo, settings):
+    """Django talks to Centrifugo through a counting proxy: the requests on the wire."""
+    from tests.proxy import CountingProxy
 
-    def send(self, request, **kwargs):
-        calls.append(request.url)
-        return original(self, request, **kwargs)
+    proxy = CountingProxy(centrifugo.port)
+    settings.CENTRIFUGO_API_URL = proxy.url
+    http_client.close_session()
+    yield proxy
+    http_client.close_session()
+    proxy.close()
 
-    monkeypatch.setattr(requests.Session, "send", send)
-    return calls
 
-
-def test_thousand_saves_at_most_ten_requests_all_arrive(watcher, http_calls):
+def test_thousand_saves_at_most_ten_requests_all_arrive(watcher, counted):
     with transaction.atomic():
         notes = [Note.objects.create(title=f"n{i}") for i in range(1000)]
     got = watcher.wait_for(1000, channel="notes", timeout=30)
-    assert len(http_calls) <= 10, http_calls
+    assert 1 <= counted.requests <= 10, counted.requests
     assert len(got) == 1000
     assert sorted(g["data"]["pk"] for g in got) == sorted(n.pk for n in notes)
 

@@ -26,17 +26,50 @@ def test_publish_broadcast_and_batch_replies(centrifugo):
     assert "broadcast" in replies[2]
 
 
-def test_one_session_per_thread(centrifugo):
-    sessions = []
+def test_one_keep_alive_connection_per_thread(centrifugo):
+    client.close_session()
+    client.publish("public", {})
+    first = client._local.connection.conn.sock
+    client.publish("public", {})
+    assert client._local.connection.conn.sock is first  # reused
+    other = []
 
-    def grab():
-        sessions.append(client._session())
+    def in_thread():
+        client.publish("public", {})
+        other.append(client._local.connection.conn.sock)
+        client.close_session()
 
-    threads = [threading.Thread(target=grab) for _ in range(2)]
-    [t.start() for t in threads]
-    [t.join() for t in threads]
-    assert client._session() is client._session()
-    assert len({id(s) for s in sessions + [client._session()]}) == 3
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join()
+    assert other and other[0] is not first
+
+
+def test_connection_closed_by_the_server_is_replaced(centrifugo):
+    client.close_session()
+    client.publish("public", {})
+    centrifugo.stop()
+    centrifugo.start()  # the idle keep-alive socket is now dead
+    assert set(client.publish("public", {"after": "restart"})) == {"offset", "epoch"}
+
+
+def test_env_proxy_is_honoured(centrifugo, monkeypatch, settings):
+    from tests.proxy import CountingProxy
+
+    proxy = CountingProxy(centrifugo.port)
+    try:
+        host_port = proxy.url.rsplit("/", 1)[0]
+        monkeypatch.setenv("HTTP_PROXY", host_port)
+        monkeypatch.setenv("NO_PROXY", "")
+        # A host nobody can resolve: only a request through the proxy (which forwards every
+        # request to Centrifugo) can succeed.
+        settings.CENTRIFUGO_API_URL = "http://centrifugo.invalid:8427/api"
+        client.close_session()
+        assert set(client.publish("public", {})) == {"offset", "epoch"}
+        assert proxy.requests == 1
+    finally:
+        client.close_session()
+        proxy.close()
 
 
 @pytest.fixture
