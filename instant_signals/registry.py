@@ -3,7 +3,8 @@
 One ``registry`` object serves the decorator and the ``INSTANT_SIGNALS["MODELS"]`` setting.
 Options are validated and frozen into a ``Declaration`` at registration; ``post_save`` and
 ``post_delete`` are connected with ``sender`` and a ``dispatch_uid`` and disconnected by
-``unregister``. A model may be declared more than once (e.g. full data on its owner's channel
+``unregister``; previous values come from the model's FieldTracker or from a snapshot taken in
+``from_db`` (rows loaded) and after each save. A model may be declared more than once (e.g. full data on its owner's channel
 and a redacted view on a public one).
 """
 
@@ -21,7 +22,7 @@ from typing import Any, Callable, Iterable, Sequence, Union
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import models
-from django.db.models.signals import post_delete, post_init, post_save
+from django.db.models.signals import post_delete, post_save
 from django.utils.module_loading import import_string
 
 from . import conf, delivery
@@ -133,6 +134,8 @@ class Declaration:
     condition: Callable[[models.Model, str], bool] | None
     serializer: Callable[[models.Model], dict[str, Any]] | None
     authorize: Callable[..., bool] | str | None
+    #: The channel names when none depends on the instance (no placeholder, no callable).
+    static_channels: tuple[str, ...] | None = None
 
     @property
     def templates(self) -> tuple[ChannelTemplate, ...]:
@@ -143,6 +146,8 @@ class Declaration:
         return tuple(a for t in self.templates for a in t.attnames)
 
     def channels_for(self, instance: models.Model, event: str, values: dict[str, Any]) -> tuple[str, ...]:
+        if self.static_channels is not None:
+            return self.static_channels
         if callable(self.channels):
             names = [validate_channel(n) for n in self.channels(instance, event)]
         else:
@@ -207,7 +212,7 @@ class BroadcastRegistry:
         label = model._meta.label_lower
         post_save.disconnect(sender=model, dispatch_uid=f"instant_signals.post_save.{label}")
         post_delete.disconnect(sender=model, dispatch_uid=f"instant_signals.post_delete.{label}")
-        post_init.disconnect(sender=model, dispatch_uid=f"instant_signals.post_init.{label}")
+        _unpatch_from_db(model)
         self._tracked.pop(model, None)
         self._trackers.pop(model, None)
         self._snapshots.pop(model, None)
@@ -297,8 +302,11 @@ class BroadcastRegistry:
             attnames = resolve_fields(model, options.get("fields"), options.get("exclude"))
         except ImproperlyConfigured as exc:
             raise ImproperlyConfigured(f"@broadcast on {label}: {exc}") from None
+        static = None
+        if isinstance(routing, tuple) and not any(t.placeholders for t in routing):
+            static = tuple(dict.fromkeys(t.template for t in routing))
         return Declaration(model, label, routing, attnames, events, options.get("condition"),
-                           serializer, authorize)
+                           serializer, authorize, static)
 
     def _connect(self, model: type[models.Model]) -> None:
         declarations = self._declarations[model]
@@ -314,11 +322,10 @@ class BroadcastRegistry:
                           dispatch_uid=f"instant_signals.post_save.{label}")
         post_delete.connect(_on_delete, sender=model, weak=False,
                             dispatch_uid=f"instant_signals.post_delete.{label}")
-        uid = f"instant_signals.post_init.{label}"
         if self._trackers[model] is None:
-            post_init.connect(_on_init, sender=model, weak=False, dispatch_uid=uid)
+            _patch_from_db(model)
         else:  # the model's FieldTracker already knows the previous values
-            post_init.disconnect(sender=model, dispatch_uid=uid)
+            _unpatch_from_db(model)
 
     def previous_values(self, instance: models.Model) -> dict[str, Any] | None:
         """Values of the tracked fields as last loaded or saved (None if unknown)."""
@@ -368,7 +375,8 @@ class BroadcastRegistry:
                 if previous is not None:
                     changed = {a: previous[a] for a in d.attnames
                                if a in previous and a in now and previous[a] != now[a]}
-                    previous_channels = self._previous_channels(d, instance, previous, now)
+                    if d.static_channels is None:  # only routed channels can move
+                        previous_channels = self._previous_channels(d, instance, previous, now)
             fields = d.serializer(instance) if d.serializer is not None else {
                 a: now[a] for a in d.attnames if a in now}
             out.append(Change(d, pk, event, channels, previous_channels, fields, changed))
@@ -451,8 +459,33 @@ def broadcast(**options: Any) -> Callable[[type[models.Model]], type[models.Mode
     return registry.register(**options)
 
 
-def _on_init(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
-    registry.snapshot(instance)
+_original_from_db: dict[type[models.Model], Any] = {}
+
+
+def _patch_from_db(model: type[models.Model]) -> None:
+    """Snapshot rows as they are loaded. ``from_db`` (not ``post_init``) so that instances
+    built in Python pay nothing and loading a queryset sends no extra signal per row."""
+    if model in _original_from_db:
+        return
+    _original_from_db[model] = model.__dict__.get("from_db")  # None: inherited from Model
+    load = model.from_db.__func__  # type: ignore[attr-defined]
+
+    def from_db(cls: type[models.Model], db: str, field_names: Any, values: Any) -> models.Model:
+        instance = load(cls, db, field_names, values)
+        registry.snapshot(instance)
+        return instance
+
+    model.from_db = classmethod(from_db)  # type: ignore[method-assign,assignment]
+
+
+def _unpatch_from_db(model: type[models.Model]) -> None:
+    if model not in _original_from_db:
+        return
+    original = _original_from_db.pop(model)
+    if original is None:
+        del model.from_db
+    else:
+        model.from_db = original  # type: ignore[method-assign]
 
 
 def _on_save(sender: type[models.Model], instance: models.Model, created: bool, raw: bool,

@@ -40,8 +40,10 @@ def test_register_unregister_connects_and_disconnects_signals():
     broadcast_registry.register(Plain, channels=["plain2"])  # second declaration, same receivers
     assert len(broadcast_registry.declarations(Plain)) == 2
     assert len([r for r in post_save.receivers if "plain" in str(r[0])]) == 1
+    assert "from_db" in Plain.__dict__  # rows are snapshotted as they are loaded
     broadcast_registry.unregister(Plain)
     assert not post_save.has_listeners(Plain) and not post_delete.has_listeners(Plain)
+    assert "from_db" not in Plain.__dict__
     with capture_broadcasts() as published:
         Plain.objects.create(name="x")
     assert published == []
