@@ -116,10 +116,10 @@ def test_create_then_delete_in_one_transaction_sends_nothing(watcher):
 @pytest.fixture
 def counted(centrifugo, settings):
     """Django talks to Centrifugo through a counting proxy: the requests on the wire."""
-    from tests.proxy import CountingProxy
+    from benchmarks.workloads import CountingProxy
 
     proxy = CountingProxy(centrifugo.port)
-    settings.CENTRIFUGO_API_URL = proxy.url
+    settings.CENTRIFUGO_API_URL = f"http://127.0.0.1:{proxy.port}/api"
     http_client.close_session()
     yield proxy
     http_client.close_session()

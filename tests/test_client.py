@@ -54,11 +54,11 @@ def test_connection_closed_by_the_server_is_replaced(centrifugo):
 
 
 def test_env_proxy_is_honoured(centrifugo, monkeypatch, settings):
-    from tests.proxy import CountingProxy
+    from benchmarks.workloads import CountingProxy
 
     proxy = CountingProxy(centrifugo.port)
     try:
-        host_port = proxy.url.rsplit("/", 1)[0]
+        host_port = f"http://127.0.0.1:{proxy.port}"
         monkeypatch.setenv("HTTP_PROXY", host_port)
         monkeypatch.setenv("NO_PROXY", "")
         # A host nobody can resolve: only a request through the proxy (which forwards every

@@ -9,7 +9,6 @@ import os
 import shutil
 import tarfile
 import threading
-from pathlib import Path
 
 import pytest
 

@@ -10,7 +10,7 @@ from django.db.models.signals import post_delete, post_save
 
 from instant_signals import BroadcastRegistry, broadcast, broadcast_registry, disable_broadcasts
 from instant_signals.testing import capture_broadcasts
-from tests.testapp.models import Item, Note, Plain, Task
+from tests.testapp.models import Note, Plain, Task
 
 pytestmark = pytest.mark.django_db
 
@@ -111,7 +111,6 @@ def only_named(instance, event):
 def test_events_switched_off_per_model(plain_registered):
     broadcast_registry.unregister(Plain)
     broadcast_registry.register(Plain, channels=["plain"], events=["deleted"])
-    published = []
     with capture_broadcasts() as created:  # each block commits (runs its on_commit hooks)
         obj = Plain.objects.create(name="x")
     with capture_broadcasts() as updated:
