@@ -459,33 +459,45 @@ def broadcast(**options: Any) -> Callable[[type[models.Model]], type[models.Mode
     return registry.register(**options)
 
 
-_original_from_db: dict[type[models.Model], Any] = {}
+_originals: dict[type[models.Model], dict[str, Any]] = {}
 
 
 def _patch_from_db(model: type[models.Model]) -> None:
-    """Snapshot rows as they are loaded. ``from_db`` (not ``post_init``) so that instances
-    built in Python pay nothing and loading a queryset sends no extra signal per row."""
-    if model in _original_from_db:
+    """Snapshot rows as they are loaded (``from_db``, and ``refresh_from_db`` for the fields it
+    reloads). Not ``post_init``: instances built in Python pay nothing, and loading a queryset
+    sends no extra signal per row."""
+    if model in _originals:
         return
-    _original_from_db[model] = model.__dict__.get("from_db")  # None: inherited from Model
+    _originals[model] = {name: model.__dict__.get(name) for name in ("from_db", "refresh_from_db")}
     load = model.from_db.__func__  # type: ignore[attr-defined]
+    reload = model.refresh_from_db
 
     def from_db(cls: type[models.Model], db: str, field_names: Any, values: Any) -> models.Model:
         instance = load(cls, db, field_names, values)
         registry.snapshot(instance)
         return instance
 
+    def refresh_from_db(self: models.Model, using: str | None = None, fields: Any = None,
+                        *args: Any, **kwargs: Any) -> None:
+        reload(self, using, fields, *args, **kwargs)
+        before = self.__dict__.get(SNAPSHOT_ATTR)
+        registry.snapshot(self)
+        if fields is not None and before is not None:  # only these fields were reloaded
+            reloaded = {_attname(type(self), f, "refresh_from_db") for f in fields if "__" not in f}
+            after = self.__dict__[SNAPSHOT_ATTR]
+            self.__dict__[SNAPSHOT_ATTR] = {
+                **before, **{k: v for k, v in after.items() if k in reloaded}}
+
     model.from_db = classmethod(from_db)  # type: ignore[method-assign,assignment]
+    model.refresh_from_db = refresh_from_db  # type: ignore[method-assign]
 
 
 def _unpatch_from_db(model: type[models.Model]) -> None:
-    if model not in _original_from_db:
-        return
-    original = _original_from_db.pop(model)
-    if original is None:
-        del model.from_db
-    else:
-        model.from_db = original  # type: ignore[method-assign]
+    for name, original in _originals.pop(model, {}).items():
+        if original is None:
+            delattr(model, name)  # it was inherited
+        else:
+            setattr(model, name, original)
 
 
 def _on_save(sender: type[models.Model], instance: models.Model, created: bool, raw: bool,

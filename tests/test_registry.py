@@ -43,7 +43,7 @@ def test_register_unregister_connects_and_disconnects_signals():
     assert "from_db" in Plain.__dict__  # rows are snapshotted as they are loaded
     broadcast_registry.unregister(Plain)
     assert not post_save.has_listeners(Plain) and not post_delete.has_listeners(Plain)
-    assert "from_db" not in Plain.__dict__
+    assert "from_db" not in Plain.__dict__ and "refresh_from_db" not in Plain.__dict__
     with capture_broadcasts() as published:
         Plain.objects.create(name="x")
     assert published == []
@@ -257,3 +257,20 @@ def test_no_extra_query_per_save(model, django_assert_num_queries):
             obj.title = "b"
             obj.save()
     assert published and all(p["data"]["changed"] == {"title": "a"} for p in published)
+
+
+def test_refresh_from_db_refreshes_previous_values():
+    note = Note.objects.create(title="a")
+    Note.objects.filter(pk=note.pk).update(title="b")  # behind the instance's back
+    note.refresh_from_db()
+    with capture_broadcasts() as published:
+        note.title = "c"
+        note.save()
+    assert published[0]["data"]["changed"] == {"title": "b"}
+
+    Note.objects.filter(pk=note.pk).update(title="d", done=True)
+    note.title = "local edit"
+    note.refresh_from_db(fields=["done"])  # title keeps the local edit and its old previous value
+    with capture_broadcasts() as published:
+        note.save()
+    assert published[0]["data"]["changed"] == {"title": "c"}
