@@ -196,18 +196,19 @@ class Relay:
         with transaction.atomic(using=self.using):
             rows = manager.filter(partition=partition).order_by("id")
             if skip_locked:
+                # The partition's oldest row is its mutex: a relay works on a partition only
+                # while it holds the lock on that row. Locking the whole batch with SKIP LOCKED
+                # instead would let two relays take interleaved rows and overtake each other.
                 head = rows.values_list("id", flat=True).first()
                 if head is None:
                     return "empty"
-                rows = rows.select_for_update(skip_locked=True)
+                mine = rows.select_for_update(skip_locked=True).values_list("id", flat=True)[:1]
+                if list(mine) != [head]:
+                    result.waiting_partitions.append(partition)  # another relay has it
+                    return "locked"
             batch = list(rows[: self.batch_size])
             if not batch:
                 return "empty"
-            if skip_locked and batch[0].id != head:
-                # Another relay holds this partition's oldest rows: sending ours now would
-                # overtake them. Leave the partition to that relay.
-                result.waiting_partitions.append(partition)
-                return "locked"
             delivered, dropped, error = self._send(batch)
             done = [row.id for row in delivered] + [row.id for row, _ in dropped]
             if done:
