@@ -8,11 +8,14 @@ variable applies to Centrifugo's host, calls go through ``requests``, which hono
 
 from __future__ import annotations
 
+import functools
 import http.client
+import io
 import json
 import select
 import socket
 import threading
+import time
 import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,6 +70,9 @@ class _Connection:
             conn.connect()
             conn.sock.settimeout(timeout[1])  # type: ignore[union-attr]
             self.conn = conn
+        # The read timeout bounds the whole answer, not each socket read: a server that trickles
+        # bytes cannot hold the caller longer than TIMEOUT.
+        conn.response_class = functools.partial(_Response, deadline=time.monotonic() + timeout[1])
         conn.request("POST", path, body=body, headers=headers)
         response = conn.getresponse()
         data = response.read()
@@ -78,6 +84,31 @@ class _Connection:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Socket reads that share one deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float):
+        self.sock = sock
+        self.deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("the answer took longer than the read timeout")
+        self.sock.settimeout(remaining)
+        return self.sock.recv_into(buffer)
+
+
+class _Response(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, *args: Any, deadline: float, **kwargs: Any):
+        super().__init__(sock, *args, **kwargs)
+        self.fp.close()  # the plain makefile() reader, replaced by one that keeps the deadline
+        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline))
 
 
 def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:

@@ -179,10 +179,6 @@ def test_unknown_namespace_in_a_batch_fails_only_that_publication(own_centrifugo
     assert delivery.stats["published"] - before["published"] == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "TIMEOUT is per socket operation (as in http.client and requests): a server that keeps sending a byte "
-    "before each read timeout holds the call for as long as it likes. See the Reliability "
-    "section; a total deadline in client._post would fix it."))
 def test_a_trickling_server_is_cut_off_at_the_timeout(settings):
     """Not Centrifugo: a loopback socket that answers one header line every 0.1 s for 2 s."""
     listener = socket.socket()
