@@ -96,6 +96,21 @@ def write_config(path: str | os.PathLike, config: dict[str, Any]) -> Path:
     return path
 
 
+def stop_process(process: subprocess.Popen | None, *, kill: bool = False) -> None:
+    """SIGTERM (or SIGKILL) a child server and wait for it; SIGKILL if it lingers 10 s."""
+    if process is None or process.poll() is not None:
+        return
+    if kill:
+        process.kill()
+    else:
+        process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -160,17 +175,7 @@ class CentrifugoProcess:
         raise RuntimeError(f"Centrifugo was not healthy after {timeout} s:\n{self.log()}")
 
     def stop(self, kill: bool = False) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        if kill:
-            self.process.kill()
-        else:
-            self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stop_process(self.process, kill=kill)
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

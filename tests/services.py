@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from instant_signals.server import free_port
+from instant_signals.server import free_port, stop_process
 from tests.conftest import need
 
 
@@ -135,13 +135,7 @@ class RedisServer:
             return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
 
     def log(self) -> str:
         try:
