@@ -1,0 +1,14 @@
+"""``{% load instant_signals %}{% instant_importmap %}``: the import map for instant.js.
+
+The same output as ``{% include "instant_signals/importmap.html" %}``; ``nonce=`` adds a CSP
+nonce attribute (default: Django 6's ``csp_nonce`` context variable, when present).
+"""
+
+from django import template
+
+register = template.Library()
+
+
+@register.inclusion_tag("instant_signals/importmap.html", takes_context=True)
+def instant_importmap(context, nonce=None):
+    return {"nonce": nonce if nonce is not None else context.get("csp_nonce", "")}
