@@ -34,13 +34,13 @@ ensure_venv() {
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$@"
 }
 
+# The browser client: package-lock.json's centrifuge, sha512-checked, copied by
+# build_support/vendor_centrifuge.py into instant_signals/static/instant_signals/vendor/centrifuge/
+# (the files the wheel ships). `npm pack` runs only when they are missing or stale; nothing needs
+# node_modules any more.
 ensure_npm() {
-  if [ -f package.json ]; then
-    if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
-      log "installing npm packages"
-      npm ci --no-audit --no-fund --loglevel=error
-    fi
-  fi
+  log "checking the vendored centrifuge client"
+  python3 build_support/vendor_centrifuge.py >&2
 }
 
 # The pinned Centrifugo through the project's installer (PATH, cache, release, go install).

@@ -54,9 +54,8 @@ TEMPLATES = [{
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "db.sqlite3"}}
 
 STATIC_URL = "static/"
-# The npm client (`npm ci` at the repository root) is served as /static/centrifuge/index.mjs;
-# the page's import map points the module name "centrifuge" there.
-STATICFILES_DIRS = [("centrifuge", REPO_DIR / "node_modules" / "centrifuge" / "build")]
+# The centrifuge client comes with instant_signals (static/instant_signals/vendor/centrifuge/,
+# written by build_support/vendor_centrifuge.py); the page's import map points there.
 
 LOGIN_URL = "/admin/login/"
 SITE_NAME = "instant_signals demo"
