@@ -1,4 +1,4 @@
-"""Packaging: ``pip install`` of the wheel is enough to serve instant.js and its ``centrifuge`` client.
+"""Packaging: ``pip install`` of the wheel is enough to serve instant.js and its centrifuge client.
 
 The sdist is built from a copy of the working tree as a fresh clone has it (tracked and untracked
 files, nothing gitignored, so no vendored client yet: the build hook fetches it with npm). The
@@ -54,13 +54,15 @@ def sri(data: bytes) -> str:
 
 
 def locked_centrifuge() -> tuple[str, str]:
-    entry = json.loads((REPO / "package-lock.json").read_text())["packages"]["node_modules/centrifuge"]
+    lock = json.loads((REPO / "package-lock.json").read_text())
+    entry = lock["packages"]["node_modules/centrifuge"]
     return entry["version"], entry["integrity"]
 
 
 def copy_checkout(dest: Path) -> Path:
     """The working tree as a fresh clone would have it: tracked and untracked, not ignored."""
-    listing = run(["git", "-C", REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+    listing = run(["git", "-C", REPO, "ls-files", "-z", "--cached", "--others",
+                   "--exclude-standard"])
     for name in filter(None, listing.stdout.split("\0")):
         source = REPO / name
         if source.is_file():  # skips files deleted in the working tree
@@ -134,7 +136,8 @@ def npm_client(tmp_path_factory):
 def test_wheel_contents(dists):
     names = set(dists.wheel_files)
     for name in [f"{VENDOR}/index.mjs", f"{VENDOR}/LICENSE", f"{VENDOR}/VERSION", INSTANT_JS,
-                 "instant_signals/py.typed", "instant_signals/templates/instant_signals/importmap.html",
+                 "instant_signals/py.typed",
+                 "instant_signals/templates/instant_signals/importmap.html",
                  "instant_signals/templatetags/instant_signals.py",
                  "instant_signals/migrations/__init__.py",
                  "instant_signals/management/commands/__init__.py"]:
