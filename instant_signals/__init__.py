@@ -1,15 +1,23 @@
-"""Live Django model changes in the browser, through Centrifugo."""
+"""Live Django model changes in the browser, through Centrifugo.
 
-from .client import CentrifugoError
+The public API, re-exported: ``broadcast`` / ``broadcast_registry`` (declare models),
+``publish`` / ``apublish`` (custom events), ``disable_broadcasts`` (the kill switch),
+``broadcast_failed`` (the signal for publications that could not be delivered) and
+``CentrifugoError``.
+"""
+
+from .exceptions import CentrifugoError
 from .publishing import apublish, publish
-from .registry import BroadcastRegistry, broadcast, disable_broadcasts
-from .registry import registry as broadcast_registry
+from .receivers import disable_broadcasts
+from .registry import BroadcastRegistry, broadcast, broadcast_registry
+from .reporting import broadcast_failed
 
 __all__ = [
     "BroadcastRegistry",
     "CentrifugoError",
     "apublish",
     "broadcast",
+    "broadcast_failed",
     "broadcast_registry",
     "disable_broadcasts",
     "publish",

@@ -7,7 +7,8 @@ class InstantSignalsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Imported here, once the models are loaded: the checks read Channel rows.
         from . import checks  # noqa: F401  (registers the system checks)
-        from .registry import registry
+        from .registry import broadcast_registry
 
-        registry.register_from_settings()
+        broadcast_registry.register_from_settings()

@@ -1,16 +1,29 @@
-"""System checks (``manage.py check``) for missing or malformed settings."""
+"""System checks (``manage.py check``): settings, declarations, and agreement with Centrifugo.
+
+Missing Centrifugo keys are warnings (so ``migrate``, ``test`` and ``runserver`` run in a
+project or CI without them) and errors under ``check --deploy``; ``publish()`` then raises a
+clear ``ImproperlyConfigured``. The ``database`` checks (``check --database default``, also run by
+``migrate``) look at ``Channel`` rows.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import urlparse
 
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import DatabaseError
 
-from .conf import DEFAULTS
+from . import conf, levels
+from .channels import is_private
+from .models import Channel
+from .registry import broadcast_registry
 
 DELIVERY_MODES = ("on_commit", "outbox")
+FIX_CONFIG = ("run `python manage.py installws` (it keeps your secrets) and restart Centrifugo "
+              "(`python manage.py runws`)")
 
 
 def _url_ok(value: Any, schemes: tuple[str, ...]) -> bool:
@@ -20,23 +33,30 @@ def _url_ok(value: Any, schemes: tuple[str, ...]) -> bool:
     return parsed.scheme in schemes and bool(parsed.netloc)
 
 
+def _missing_keys() -> list[str]:
+    return [name for name in ("CENTRIFUGO_API_KEY", "CENTRIFUGO_HMAC_KEY")
+            if not isinstance(getattr(settings, name, None), str)
+            or not getattr(settings, name)]
+
+
 @register()
-def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
-    errors: list = []
-
-    def err(id_: int, msg: str, hint: str) -> None:
-        errors.append(Error(msg, hint=hint, id=f"instant_signals.E{id_:03d}"))
-
-    for id_, name in ((1, "CENTRIFUGO_API_KEY"), (2, "CENTRIFUGO_HMAC_KEY")):
-        value = getattr(settings, name, None)
-        if not value or not isinstance(value, str):
-            err(id_, f"{name} is missing or not a string.",
-                "Copy it from Centrifugo's config, or run `manage.py installws` to make one.")
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    hint = ("Run `python manage.py installws`: it prints them (or writes an env file with "
+            "--write-env); the README shows how to read them from the environment.")
+    for name in _missing_keys():
+        messages.append(Warning(
+            f"{name} is not set: model events and publish() cannot reach Centrifugo.",
+            hint=hint, id="instant_signals.W002" if name.endswith("API_KEY") else
+            "instant_signals.W003"))
     hmac = getattr(settings, "CENTRIFUGO_HMAC_KEY", None)
     if isinstance(hmac, str) and 0 < len(hmac) < 32:
-        errors.append(Warning(
+        messages.append(Warning(
             "CENTRIFUGO_HMAC_KEY is shorter than 32 characters; tokens signed with it are weak.",
             hint="Use a long random key (installws generates one).", id="instant_signals.W001"))
+
+    def err(id_: int, msg: str, hint: str) -> None:
+        messages.append(Error(msg, hint=hint, id=f"instant_signals.E{id_:03d}"))
 
     port = getattr(settings, "CENTRIFUGO_PORT", None)
     if port is not None and (not isinstance(port, int) or isinstance(port, bool)
@@ -55,33 +75,41 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
     if ws_url is not None and not _url_ok(ws_url, ("ws", "wss", "http", "https")):
         err(6, f"CENTRIFUGO_WS_URL must be a ws:// or wss:// URL, not {ws_url!r}.",
             'For example "ws://localhost:8427/connection/websocket".')
-    errors.extend(_check_app_dict())
-    return errors
+    messages.extend(_check_app_dict())
+    return messages
 
 
-def _check_app_dict() -> list:
+@register(Tags.security, deploy=True)
+def check_deploy_keys(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Under ``check --deploy`` missing keys are errors: a deployment must not run without them."""
+    return [Error(f"{name} is not set.", hint="Set it from the environment (see the README).",
+                  id="instant_signals.E001" if name.endswith("API_KEY") else
+                  "instant_signals.E002") for name in _missing_keys()]
+
+
+def _check_app_dict() -> list[CheckMessage]:
     value = getattr(settings, "INSTANT_SIGNALS", None)
     if value is None:
         return []
     if not isinstance(value, dict):
         return [Error("INSTANT_SIGNALS must be a dict.", id="instant_signals.E007")]
-    errors = []
-    unknown = sorted(set(value) - set(DEFAULTS))
+    errors: list[CheckMessage] = []
+    unknown = sorted(set(value) - set(conf.DEFAULTS))
     if unknown:
         errors.append(Error(f"INSTANT_SIGNALS has unknown keys: {', '.join(unknown)}.",
-                            hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                            hint=f"Known keys: {', '.join(sorted(conf.DEFAULTS))}.",
                             id="instant_signals.E007"))
     if value.get("DELIVERY", "on_commit") not in DELIVERY_MODES:
         errors.append(Error(f"INSTANT_SIGNALS['DELIVERY'] must be one of {DELIVERY_MODES}, "
                             f"not {value['DELIVERY']!r}.", id="instant_signals.E008"))
-    timeout = value.get("TIMEOUT", DEFAULTS["TIMEOUT"])
+    timeout = value.get("TIMEOUT", conf.DEFAULTS["TIMEOUT"])
     if not _timeout_ok(timeout):
         errors.append(Error(f"INSTANT_SIGNALS['TIMEOUT'] must be a positive number or a "
                             f"(connect, read) pair of them, not {timeout!r}.",
                             id="instant_signals.E009"))
     for key in ("CONNECTION_TOKEN_LIFETIME", "SUBSCRIPTION_TOKEN_LIFETIME", "BATCH_SIZE",
-                "MAX_PAYLOAD_BYTES", "OUTBOX_PARTITIONS"):
-        item = value.get(key, DEFAULTS[key])
+                "MAX_PAYLOAD_BYTES", "OUTBOX_PARTITIONS", "SUBSCRIBE_MAX_CHANNELS"):
+        item = value.get(key, conf.DEFAULTS[key])
         if not isinstance(item, int) or isinstance(item, bool) or item <= 0:
             errors.append(Error(f"INSTANT_SIGNALS['{key}'] must be a positive integer, "
                                 f"not {item!r}.", id="instant_signals.E010"))
@@ -98,3 +126,80 @@ def _timeout_ok(value: Any) -> bool:
     if positive(value):
         return True
     return isinstance(value, (tuple, list)) and len(value) == 2 and all(map(positive, value))
+
+
+@register()
+def check_declarations(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """What ``fields="__all__"``/``exclude`` left out, and drift from Centrifugo's config."""
+    messages: list[CheckMessage] = []
+    for declaration in broadcast_registry.declarations():
+        if declaration.dropped_secrets:
+            messages.append(Warning(
+                f"@broadcast on {declaration.label} leaves out secret-looking fields: "
+                f"{', '.join(declaration.dropped_secrets)}.",
+                hint="They are never published. If one is not a secret, list the fields to "
+                     "publish with fields=[...].", obj=declaration.model,
+                id="instant_signals.W010"))
+    messages.extend(_check_centrifugo_config())
+    return messages
+
+
+def _check_centrifugo_config() -> list[CheckMessage]:
+    path = conf.centrifugo_config_path()
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []  # Centrifugo is configured elsewhere: nothing to compare with
+    except (OSError, ValueError) as exc:
+        return [Warning(f"Cannot read the Centrifugo config {path}: {exc}.",
+                        hint=FIX_CONFIG, id="instant_signals.W011")]
+    channel = config.get("channel") if isinstance(config, dict) else None
+    namespaces = {n.get("name"): n for n in (channel or {}).get("namespaces", [])
+                  if isinstance(n, dict)}
+    messages: list[CheckMessage] = []
+    for name, needs in sorted(broadcast_registry.namespaces().items()):
+        found = namespaces.get(name)
+        if found is None:
+            messages.append(Warning(
+                f"Channels of namespace {name!r} are declared with @broadcast, but {path} has "
+                f"no such namespace: Centrifugo refuses them (error 102 unknown channel).",
+                hint=FIX_CONFIG + ".", id="instant_signals.W011"))
+            continue
+        opens = bool(found.get("allow_subscribe_for_client")
+                     or found.get("allow_subscribe_for_anonymous"))
+        if opens and not needs["public"]:
+            messages.append(Warning(
+                f"Namespace {name!r} in {path} lets clients subscribe without a token, but every "
+                f"declared channel in it is private.", hint=FIX_CONFIG + ".",
+                id="instant_signals.W012"))
+        if needs["presence"] and not found.get("presence"):
+            messages.append(Warning(
+                f"@broadcast(presence=True) channels of namespace {name!r} need presence, which "
+                f"{path} does not enable.", hint=FIX_CONFIG + ".", id="instant_signals.W013"))
+    return messages
+
+
+@register(Tags.database)
+def check_channel_rows(app_configs: Any = None, databases: Any = None,
+                       **kwargs: Any) -> list[CheckMessage]:
+    """``Channel`` rows Centrifugo would serve to anyone, and rows a declaration overrides."""
+    if not databases or "default" not in databases:
+        return []
+    try:
+        rows = list(Channel.objects.values_list("name", "level"))
+    except DatabaseError:
+        return []  # not migrated yet
+    messages: list[CheckMessage] = []
+    for name, level in rows:
+        if level != levels.PUBLIC and not is_private(name):
+            messages.append(Error(
+                f"Channel {name!r} has level {level!r} but no \"$\": Centrifugo lets anyone "
+                f"subscribe to it without a token.",
+                hint=f'Rename it to "${name}" (or make it public).', id="instant_signals.E020"))
+        elif broadcast_registry.may_read(None, name) is not None:
+            messages.append(Warning(
+                f"Channel row {name!r} names a channel declared with @broadcast; the declaration "
+                f"decides who reads it and the row is ignored.",
+                hint="Delete the row, or change the declaration's level=/authorize=.",
+                id="instant_signals.W021"))
+    return messages

@@ -2,14 +2,17 @@
 
 django-instant's top-level names are kept (``CENTRIFUGO_HOST``, ``CENTRIFUGO_PORT``,
 ``CENTRIFUGO_API_KEY``, ``CENTRIFUGO_HMAC_KEY``, ``SITE_NAME``). Everything new lives in one
-dict setting, ``INSTANT_SIGNALS``; see ``DEFAULTS`` for its keys.
+dict setting, ``INSTANT_SIGNALS``; ``DEFAULTS`` lists its keys.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 DEFAULT_HOST = "http://localhost"
 DEFAULT_PORT = 8427
@@ -19,13 +22,14 @@ DEFAULTS: dict[str, Any] = {
     # Kill switch: False publishes nothing from model hooks (publish() still works).
     "ENABLED": True,
     # "on_commit" (default): publish after the transaction commits, batched.
-    # "outbox": write rows to the outbox table in the same transaction.
+    # "outbox": write rows to the outbox table in the same transaction (durable).
     "DELIVERY": "on_commit",
     # Models you don't own: {"auth.User": {"channels": [...], "fields": [...]}}.
     "MODELS": {},
     # (connect, read) seconds for every HTTP call to Centrifugo.
     "TIMEOUT": (1.0, 3.0),
-    # JWT lifetimes in seconds; clients refresh through get_token/ and subscribe/.
+    # JWT lifetimes in seconds; clients refresh through get_token/ and subscribe/. A token
+    # cannot be revoked before it expires: these are the revocation windows.
     "CONNECTION_TOKEN_LIFETIME": 300,
     "SUBSCRIPTION_TOKEN_LIFETIME": 300,
     # Commands per Centrifugo /batch request.
@@ -34,13 +38,23 @@ DEFAULTS: dict[str, Any] = {
     "MAX_PAYLOAD_BYTES": 256 * 1024,
     # Partitions of the outbox (durable mode).
     "OUTBOX_PARTITIONS": 1,
+    # The JSON login/ endpoint; False for sites with their own login (tokens follow the session).
+    "LOGIN_VIEW": True,
+    # Most channels the list form of subscribe/ signs in one request (more: HTTP 400).
+    "SUBSCRIBE_MAX_CHANNELS": 100,
+    # The Centrifugo config installws writes and the system checks compare with the registry
+    # (None: <BASE_DIR>/.centrifugo/config.json).
+    "CENTRIFUGO_CONFIG": None,
+    # Connection token ``info`` (shown to other readers in presence): dotted path or callable
+    # user -> dict; None gives {"name": <user's display name>} (never the email).
+    "USER_INFO": None,
 }
 
 
 def app_setting(name: str) -> Any:
     """One key of the ``INSTANT_SIGNALS`` dict, or its default."""
     user = getattr(settings, "INSTANT_SIGNALS", None) or {}
-    if name in user:
+    if isinstance(user, dict) and name in user:
         return user[name]
     return DEFAULTS[name]
 
@@ -67,11 +81,23 @@ def ws_url() -> str:
 
 
 def api_key() -> str:
-    return getattr(settings, "CENTRIFUGO_API_KEY", None) or ""
+    """``CENTRIFUGO_API_KEY``; a clear error when it is missing (checks only warn about it)."""
+    value = getattr(settings, "CENTRIFUGO_API_KEY", None)
+    if not value:
+        raise ImproperlyConfigured(
+            "CENTRIFUGO_API_KEY is not set: run `python manage.py installws` and put the key it "
+            "prints (or writes with --write-env) in your settings or environment.")
+    return str(value)
 
 
 def hmac_key() -> str:
-    return getattr(settings, "CENTRIFUGO_HMAC_KEY", None) or ""
+    """``CENTRIFUGO_HMAC_KEY``; a clear error when it is missing."""
+    value = getattr(settings, "CENTRIFUGO_HMAC_KEY", None)
+    if not value:
+        raise ImproperlyConfigured(
+            "CENTRIFUGO_HMAC_KEY is not set: run `python manage.py installws` and put the key "
+            "it prints (or writes with --write-env) in your settings or environment.")
+    return str(value)
 
 
 def site_name() -> str | None:
@@ -84,6 +110,15 @@ def timeout() -> tuple[float, float]:
         return (float(value), float(value))
     connect, read = value
     return (float(connect), float(read))
+
+
+def centrifugo_config_path() -> Path:
+    """Where installws writes Centrifugo's config (and the checks read it)."""
+    explicit = app_setting("CENTRIFUGO_CONFIG")
+    if explicit:
+        return Path(explicit)
+    base = getattr(settings, "BASE_DIR", None) or os.getcwd()
+    return Path(base) / ".centrifugo" / "config.json"
 
 
 def _host() -> str:

@@ -1,4 +1,4 @@
-"""The ``Channel`` model: which users may read which channel."""
+"""``Channel`` (who may read a channel that only ``publish()`` uses) and ``OutboxEntry``."""
 
 from __future__ import annotations
 
@@ -9,57 +9,33 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-from .publishing import validate_channel
-
-LEVEL_PUBLIC = "public"
-LEVEL_USERS = "users"
-LEVEL_GROUPS = "groups"
-LEVEL_STAFF = "staff"
-LEVEL_SUPERUSER = "superuser"
-
-LEVELS = [
-    (LEVEL_PUBLIC, _("Public")),
-    (LEVEL_USERS, _("Logged in users")),
-    (LEVEL_GROUPS, _("Members of the channel's groups")),
-    (LEVEL_STAFF, _("Staff")),
-    (LEVEL_SUPERUSER, _("Superusers")),
-]
+from . import levels
+from .channels import is_private, validate_channel
 
 
-def readable_levels(user: Any) -> set[str]:
-    """Levels whose channels ``user`` may read (groups are checked per channel).
-
-    Works with custom user models that lack ``is_staff`` or ``is_superuser``.
-    """
-    if user is None or not getattr(user, "is_authenticated", False):
-        return {LEVEL_PUBLIC}
-    if getattr(user, "is_superuser", False):
-        return {LEVEL_PUBLIC, LEVEL_USERS, LEVEL_GROUPS, LEVEL_STAFF, LEVEL_SUPERUSER}
-    levels = {LEVEL_PUBLIC, LEVEL_USERS}
-    if getattr(user, "is_staff", False):
-        levels.add(LEVEL_STAFF)
-    return levels
-
-
-class ChannelQuerySet(models.QuerySet):
+class ChannelQuerySet(models.QuerySet["Channel"]):
     def for_user(self, user: Any) -> ChannelQuerySet:
         """Active channels ``user`` may read, each once, ordered by name."""
-        levels = readable_levels(user)
-        allowed = Q(level__in=levels - {LEVEL_GROUPS})
-        if LEVEL_GROUPS in levels:  # superusers read every group channel
-            allowed |= Q(level=LEVEL_GROUPS)
+        readable = levels.readable_levels(user)
+        allowed = Q(level__in=readable - {levels.GROUPS})
+        if levels.GROUPS in readable:  # superusers read every group channel
+            allowed |= Q(level=levels.GROUPS)
         elif getattr(user, "is_authenticated", False) and hasattr(user, "groups"):
             group_channels = Channel.groups.through.objects.filter(
-                group__in=user.groups.all()
-            ).values("channel_id")
-            allowed |= Q(level=LEVEL_GROUPS, pk__in=group_channels)
+                group__in=user.groups.all()).values("channel_id")
+            allowed |= Q(level=levels.GROUPS, pk__in=group_channels)
         return self.filter(allowed, is_active=True).order_by("name")
 
     def readable_by(self, user: Any, name: str) -> bool:
         return self.for_user(user).filter(name=name).exists()
 
+    def unprotected(self) -> ChannelQuerySet:
+        """Rows Centrifugo would serve to anyone although their level is not public (saved
+        around ``Channel.save()``, e.g. by ``update()`` or raw SQL)."""
+        return self.exclude(level=levels.PUBLIC).exclude(name__startswith="$")
 
-def _validate_name(value: str) -> None:
+
+def validate_channel_name(value: str) -> None:
     try:
         validate_channel(value)
     except ValueError as exc:
@@ -68,17 +44,13 @@ def _validate_name(value: str) -> None:
 
 class Channel(models.Model):
     name = models.CharField(
-        _("name"),
-        max_length=255,
-        unique=True,
-        validators=[_validate_name],
-        help_text=_('Non-public channels must start with "$" so Centrifugo requires a token.'),
-    )
-    level = models.CharField(_("level"), max_length=20, choices=LEVELS, default=LEVEL_PUBLIC)
+        _("name"), max_length=255, unique=True, validators=[validate_channel_name],
+        help_text=_('Non-public channels must start with "$" so Centrifugo requires a token.'))
+    level = models.CharField(_("level"), max_length=20, choices=levels.CHOICES,
+                             default=levels.PUBLIC)
     is_active = models.BooleanField(_("active"), default=True)
     groups = models.ManyToManyField(
-        "auth.Group", blank=True, related_name="instant_channels", verbose_name=_("groups")
-    )
+        "auth.Group", blank=True, related_name="instant_channels", verbose_name=_("groups"))
 
     objects = ChannelQuerySet.as_manager()
 
@@ -91,10 +63,16 @@ class Channel(models.Model):
         return self.name
 
     def clean(self) -> None:
-        if self.level != LEVEL_PUBLIC and not self.name.startswith("$"):
+        if self.level != levels.PUBLIC and not is_private(self.name):
             raise ValidationError(
-                {"name": _('A non-public channel name must start with "$".')}
-            )
+                {"name": _('A non-public channel name must start with "$": without it '
+                           'Centrifugo lets anyone subscribe.')})
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Refuses a non-public level on a name without "$" however the row is saved (the
+        admin's form, ``objects.create()``, a shell): it would be public in Centrifugo."""
+        self.clean()
+        super().save(*args, **kwargs)
 
 
 class OutboxEntry(models.Model):

@@ -1,4 +1,4 @@
-"""Model instances to the spec's JSON: selected fields, JSON-safe values, secrets left out."""
+"""Model rows to JSON: which fields a declaration selects, and JSON-safe values."""
 
 from __future__ import annotations
 
@@ -8,23 +8,85 @@ import decimal
 import json
 import math
 import operator
+import re
 import uuid
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils.duration import duration_iso_string
 
-# A field whose name contains one of these words is never broadcast unless listed explicitly.
-# Substrings on purpose: "api_keys", "accessToken", "passwords" are secrets too; a false
-# positive ("monkey") only means the field must be listed to be sent.
-SECRET_WORDS = ("password", "passwd", "token", "secret", "key")
+ALL_FIELDS = "__all__"
+
+# Secret-looking names, a second line of defence under fields="__all__" or exclude=[...]
+# (an explicit fields=[...] list is always taken as written). A name is split into words
+# ("otpSeed" -> otp, seed; "pwd_hash" -> pwd, hash); it is secret when a word is one of
+# SECRET_WORDS (a trailing "s" ignored: "keys", "credentials"), or holds one of SECRET_STEMS.
+SECRET_WORDS = frozenset({
+    "password", "passwd", "pwd", "pass", "passphrase", "passcode", "token", "secret", "key",
+    "apikey", "pin", "otp", "totp", "mfa", "salt", "hash", "hashed", "ssn",
+    "credential", "private", "seed", "cvv", "cvc", "iban", "signature", "session", "cookie",
+    "auth", "nonce", "recovery",
+})
+SECRET_STEMS = ("password", "passwd", "secret", "token", "credential", "passphrase", "apikey",
+                "privatekey")
+_WORD_RE = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 
 
 def is_secret(name: str) -> bool:
+    """Whether a field name looks like it holds a secret (see ``SECRET_WORDS``)."""
     lowered = name.lower()
-    return any(word in lowered for word in SECRET_WORDS)
+    if any(stem in lowered for stem in SECRET_STEMS):
+        return True
+    for word in _WORD_RE.findall(name):
+        word = word.lower()
+        if word in SECRET_WORDS or (word.endswith("s") and word[:-1] in SECRET_WORDS):
+            return True
+    return False
+
+
+def select_fields(
+    model: type[models.Model],
+    fields: Sequence[str] | str | None,
+    exclude: Sequence[str] | None,
+    where: str,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(attnames to publish, secret-looking attnames left out) of ``fields``/``exclude``.
+
+    ``fields`` is a list of names (taken as written), ``"__all__"``, or None with ``exclude``;
+    under ``"__all__"`` and ``exclude`` secret-looking names are left out (and reported).
+    """
+    concrete = model._meta.concrete_fields
+    by_name: dict[str, models.Field] = {f.name: f for f in concrete}
+    by_name.update({f.attname: f for f in concrete})
+    by_name["pk"] = model._meta.pk  # type: ignore[assignment]
+
+    def lookup(name: Any) -> models.Field:
+        if not isinstance(name, str) or name not in by_name:
+            raise ImproperlyConfigured(
+                f"{where}: {model._meta.label} has no concrete field {name!r} "
+                f"(choose from {', '.join(sorted(f.name for f in concrete))})")
+        return by_name[name]
+
+    if isinstance(fields, str) and fields != ALL_FIELDS:
+        raise ImproperlyConfigured(
+            f'{where}: fields must be a list of names or "__all__", not the string {fields!r}')
+    if exclude is not None and isinstance(exclude, str):
+        raise ImproperlyConfigured(f"{where}: exclude must be a list of names, not a string")
+    if fields is not None and fields != ALL_FIELDS and exclude:
+        raise ImproperlyConfigured(f"{where}: give fields or exclude, not both")
+    if fields is not None and fields != ALL_FIELDS:
+        chosen = [lookup(name).attname for name in fields]
+        return tuple(dict.fromkeys(chosen)), ()
+    excluded = {lookup(name).attname for name in (exclude or ())}
+    kept, dropped = [], []
+    for field in concrete:
+        if field.attname in excluded:
+            continue
+        (dropped if is_secret(field.name) or is_secret(field.attname) else kept).append(
+            field.attname)
+    return tuple(kept), tuple(dropped)
 
 
 def _finite(value: float) -> float | None:
@@ -56,9 +118,7 @@ def json_safe(value: Any) -> Any:
         return _finite(value)
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, uuid.UUID):
+    if isinstance(value, (decimal.Decimal, uuid.UUID)):
         return str(value)
     if isinstance(value, datetime.timedelta):
         return duration_iso_string(value)
@@ -73,43 +133,9 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
-def resolve_fields(
-    model: type[models.Model],
-    fields: Iterable[str] | None,
-    exclude: Iterable[str] | None,
-) -> tuple[str, ...]:
-    """The attnames to broadcast (``owner`` → ``owner_id``), validated against the model."""
-    concrete = model._meta.concrete_fields
-    by_name = {f.name: f for f in concrete}
-    by_name.update({f.attname: f for f in concrete})
-    by_name["pk"] = model._meta.pk
-
-    def lookup(name: str) -> models.Field:
-        if name not in by_name:
-            raise ImproperlyConfigured(
-                f"{model._meta.label} has no concrete field {name!r} "
-                f"(choose from {', '.join(sorted(f.name for f in concrete))})"
-            )
-        return by_name[name]
-
-    if fields is not None:
-        if isinstance(fields, str):
-            raise ImproperlyConfigured(f"fields of {model._meta.label} must be a list, not a string")
-        chosen = [lookup(name).attname for name in fields]
-    else:
-        chosen = [f.attname for f in concrete if not is_secret(f.name) and not is_secret(f.attname)]
-    excluded = {lookup(name).attname for name in (exclude or ())}
-    return tuple(dict.fromkeys(name for name in chosen if name not in excluded))
-
-
-def field_values(instance: models.Model, attnames: Iterable[str]) -> dict[str, Any]:
-    """Raw attribute values (not JSON-safe yet); deferred fields are left out, never loaded."""
-    values = instance.__dict__
-    return {name: values[name] for name in attnames if name in values}
-
-
-def serialize_fields(raw: dict[str, Any]) -> dict[str, Any]:
-    return {name: json_safe(value) for name, value in raw.items()}
+def field_view(values: dict[str, Any], attnames: Iterable[str]) -> dict[str, Any]:
+    """The JSON-safe values of ``attnames`` (deferred fields, absent from ``values``, left out)."""
+    return {name: json_safe(values[name]) for name in attnames if name in values}
 
 
 def drf_serializer(serializer_class: type) -> Callable[[models.Model], dict[str, Any]]:
@@ -119,4 +145,5 @@ def drf_serializer(serializer_class: type) -> Callable[[models.Model], dict[str,
         data = serializer_class(instance).data
         return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
 
+    serialize.__qualname__ = f"drf_serializer({serializer_class.__name__})"
     return serialize

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.test import TestCase
 
-from .delivery import capture_target, close_segment
+from . import reporting
+from .delivery.buffer import Buffer
 
 
 @contextmanager
-def capture_broadcasts(using: str = DEFAULT_DB_ALIAS) -> Iterator[list[dict]]:
+def capture_broadcasts(using: str = DEFAULT_DB_ALIAS) -> Iterator[list[dict[str, Any]]]:
     """Record the publications a block would send, as the list of their envelopes.
 
     ``on_commit`` callbacks registered in the block are run at its end (as Django's
@@ -20,14 +22,14 @@ def capture_broadcasts(using: str = DEFAULT_DB_ALIAS) -> Iterator[list[dict]]:
         with capture_broadcasts() as published:
             Task.objects.create(title="x")
         assert published[0]["event_class"] == "created"
-    """
-    from django.test import TestCase
 
-    captured: list[dict] = []
-    token = capture_target.set(captured)
-    close_segment(using)
+    ``publish()`` calls in the block are recorded too.
+    """
+    captured: list[dict[str, Any]] = []
+    token = reporting.start_capture(captured)
+    Buffer.forget(connections[using])  # changes made before the block stay out of it
     try:
         with TestCase.captureOnCommitCallbacks(using=using, execute=True):
             yield captured
     finally:
-        capture_target.reset(token)
+        reporting.stop_capture(token)

@@ -1,11 +1,17 @@
-"""Centrifugo JWTs (HS256 with ``CENTRIFUGO_HMAC_KEY``)."""
+"""Centrifugo JWTs, HS256 with ``CENTRIFUGO_HMAC_KEY``.
+
+Connection: ``sub`` (the user's pk as a string, "" for anonymous visitors), ``iat``, ``exp`` and,
+for users, ``info`` (what other readers see in presence). Subscription: ``sub``, ``channel``,
+``iat``, ``exp``. Lifetimes are settings; a token cannot be revoked before it expires.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jwt
+from django.utils.module_loading import import_string
 
 from . import conf
 
@@ -21,7 +27,9 @@ def connection_token(user: Any, *, lifetime: int | None = None) -> str:
     now = int(time.time())
     if lifetime is None:
         lifetime = int(conf.app_setting("CONNECTION_TOKEN_LIFETIME"))
-    claims = {"sub": user_sub(user), "iat": now, "exp": now + lifetime}
+    claims: dict[str, Any] = {"sub": user_sub(user), "iat": now, "exp": now + lifetime}
+    if claims["sub"]:
+        claims["info"] = user_info(user)
     return _sign(claims)
 
 
@@ -33,8 +41,26 @@ def subscription_token(user: Any, channel: str, *, lifetime: int | None = None) 
     return _sign(claims)
 
 
+def user_info(user: Any) -> dict[str, Any]:
+    """What other readers of a channel see of ``user`` in its presence (``USER_INFO`` hook)."""
+    hook = conf.app_setting("USER_INFO")
+    if hook:
+        function: Callable[[Any], dict[str, Any]] = (
+            import_string(hook) if isinstance(hook, str) else hook)
+        return dict(function(user))
+    return {"name": display_name(user)}
+
+
+def display_name(user: Any) -> str:
+    """The full name, else the username unless it is an email address, else "user <pk>"."""
+    full = getattr(user, "get_full_name", lambda: "")() or ""
+    if full.strip():
+        return full.strip()
+    username = getattr(user, "get_username", lambda: "")() or ""
+    if username and "@" not in username:
+        return username
+    return f"user {user.pk}"
+
+
 def _sign(claims: dict[str, Any]) -> str:
-    key = conf.hmac_key()
-    if not key:
-        raise RuntimeError("CENTRIFUGO_HMAC_KEY is not set: run `manage.py check`")
-    return jwt.encode(claims, key, algorithm="HS256")
+    return jwt.encode(claims, conf.hmac_key(), algorithm="HS256")

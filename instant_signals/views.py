@@ -1,6 +1,7 @@
 """Token endpoints, with django-instant's paths: login/, logout/, get_token/, subscribe/.
 
-Every answer is JSON; bad input gets a 4xx with ``{"error": code, "detail": text}``.
+Every answer is JSON and ``Cache-Control: no-store``; bad input gets a 4xx with
+``{"error": code, "detail": text}``, never a 500.
 
 CSRF: POST views are CSRF-protected (nothing is exempted); a failed check answers a JSON 403
 instead of Django's HTML page. Browsers read ``csrf_token`` from ``get_token/`` (GET) and send it
@@ -14,16 +15,19 @@ from functools import wraps
 from typing import Any, Callable
 
 from django.contrib.auth import authenticate, login, logout
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
-from django.http import HttpRequest, JsonResponse
+from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig, TooManyFieldsSent
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.request import RawPostDataException
 from django.middleware.csrf import CsrfViewMiddleware, get_token
+from django.utils.cache import add_never_cache_headers
 from django.utils.decorators import decorator_from_middleware
 from django.views.decorators.csrf import csrf_exempt
 
 from . import conf, tokens
-from .access import can_read, readable_channels
-from .publishing import validate_channel
+from .access import can_read, disconnect_user, readable_channels
+from .channels import validate_channel
+
+View = Callable[..., HttpResponse]
 
 
 def error(status: int, code: str, detail: str) -> JsonResponse:
@@ -35,12 +39,12 @@ class _JsonCsrfMiddleware(CsrfViewMiddleware):
         return error(403, "csrf_failed", f"CSRF check failed: {reason}")
 
 
-def _json_view(methods: tuple[str, ...]) -> Callable:
-    """Allow only ``methods``, check CSRF with a JSON failure, and never let an error be a 500."""
+def _json_view(methods: tuple[str, ...]) -> Callable[[View], View]:
+    """Allow only ``methods``, check CSRF with a JSON failure, never cache, never a 500."""
 
-    def decorate(view: Callable) -> Callable:
+    def decorate(view: View) -> View:
         @wraps(view)
-        def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+        def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method not in methods:
                 response = error(405, "method_not_allowed", f"use {' or '.join(methods)}")
                 response["Allow"] = ", ".join(methods)
@@ -52,15 +56,19 @@ def _json_view(methods: tuple[str, ...]) -> Callable:
         protected = decorator_from_middleware(_JsonCsrfMiddleware)(checked)
 
         @wraps(view)
-        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             # Django raises these while reading the body (here or in the CSRF check, which reads
             # request.POST); unhandled they would become an HTML 400.
             try:
-                return protected(request, *args, **kwargs)
+                response = protected(request, *args, **kwargs)
             except RequestDataTooBig:
-                return error(413, "too_large", "the request body is too large")
+                response = error(413, "too_large", "the request body is too large")
             except TooManyFieldsSent:
-                return error(400, "bad_request", "too many form fields; send a JSON object")
+                response = error(400, "bad_request", "too many form fields; send a JSON object")
+            except ImproperlyConfigured as exc:  # e.g. CENTRIFUGO_HMAC_KEY missing
+                response = error(503, "not_configured", str(exc))
+            add_never_cache_headers(response)  # tokens and CSRF values are per user
+            return response
 
         return csrf_exempt(guarded)
 
@@ -104,18 +112,17 @@ def token_payload(request: HttpRequest) -> dict[str, Any]:
         "ws_token": tokens.connection_token(user),
         "ws_url": conf.ws_url(),
         "channels": [
-            {
-                "name": channel.name,
-                "level": channel.level,
-                "token": tokens.subscription_token(user, channel.name),
-            }
-            for channel in readable_channels(user)
+            {"name": name, "level": level, "token": tokens.subscription_token(user, name)}
+            for name, level in readable_channels(user)
         ],
     }
 
 
 @_json_view(("POST",))
-def login_view(request: HttpRequest) -> JsonResponse:
+def login_view(request: HttpRequest) -> HttpResponse:
+    if not conf.app_setting("LOGIN_VIEW"):
+        return error(404, "login_disabled", "this site logs in through its own pages; "
+                                            "get_token/ follows the session")
     try:
         body = _json_object(request)
         username = _string_field(body, "username")
@@ -130,24 +137,27 @@ def login_view(request: HttpRequest) -> JsonResponse:
 
 
 @_json_view(("POST",))
-def logout_view(request: HttpRequest) -> JsonResponse:
+def logout_view(request: HttpRequest) -> HttpResponse:
+    user_id = tokens.user_sub(request.user)
     logout(request)
+    if user_id:  # end the websocket connections that still carry this user's tokens
+        disconnect_user(user_id, reason="logged out")
     return JsonResponse({"ok": True})
 
 
 @_json_view(("GET", "POST"))
-def get_token_view(request: HttpRequest) -> JsonResponse:
+def get_token_view(request: HttpRequest) -> HttpResponse:
     return JsonResponse(token_payload(request))
 
 
 @_json_view(("POST",))
-def subscribe_view(request: HttpRequest) -> JsonResponse:
+def subscribe_view(request: HttpRequest) -> HttpResponse:
     """``{"channel": name}`` → ``{"token": ...}`` (centrifuge-js getToken), or 403.
 
     django-instant's list form ``{"channels": [names]}`` → ``{"channels": [{"channel", "token"}]}``
-    for the listed channels the user may read (the others are left out).
-    Unknown channels and channels the user may not read both get 403, so the answer does not
-    tell which private channels exist.
+    for the listed channels the user may read (the others are left out), at most
+    ``SUBSCRIBE_MAX_CHANNELS`` names. Unknown channels and channels the user may not read both
+    get 403, so the answer does not tell which private channels exist.
     """
     try:
         body = _json_object(request)
@@ -155,6 +165,10 @@ def subscribe_view(request: HttpRequest) -> JsonResponse:
             names = body["channels"]
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise BadRequest('"channels" must be a list of channel names')
+            limit = int(conf.app_setting("SUBSCRIBE_MAX_CHANNELS"))
+            if len(names) > limit:
+                raise BadRequest(f'"channels" lists {len(names)} names; at most {limit} per '
+                                 f"request (INSTANT_SIGNALS['SUBSCRIBE_MAX_CHANNELS'])")
             return _subscribe_many(request, names)
         name = _string_field(body, "channel")
         validate_channel(name)

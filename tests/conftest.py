@@ -10,7 +10,8 @@ import pytest
 
 from instant_signals import client as http_client
 from instant_signals import installer
-from instant_signals.server import CentrifugoProcess, free_port, generate_config, write_config
+from instant_signals.centrifugo_config import generate_config, write_config
+from tests.processes import CentrifugoProcess, free_port
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -34,9 +35,10 @@ def centrifugo_binary() -> Path:
 
 
 def start_centrifugo(binary: Path, workdir: Path, **options) -> CentrifugoProcess:
-    from instant_signals.registry import registry
+    """Centrifugo with the config installws would write for the test app's declarations."""
+    from instant_signals.registry import broadcast_registry
 
-    options.setdefault("namespaces", sorted(registry.namespaces()))
+    options.setdefault("namespaces", broadcast_registry.namespaces())
     config = generate_config(port=free_port(), **options)
     path = write_config(workdir / f"centrifugo-{config['http_server']['port']}.json", config)
     return CentrifugoProcess(binary, path).start()

@@ -59,7 +59,7 @@ SITE_NAME = "Test site"
 INSTANT_SIGNALS = {
     "TIMEOUT": (0.5, 2.0),
     "MODELS": {
-        "auth.User": {"channels": ["$users_feed"]},
+        "auth.User": {"channels": ["$users_feed"], "fields": "__all__", "level": "staff"},
     },
 }
 

@@ -17,14 +17,14 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def plain_registered():
-    broadcast_registry.register(Plain, channels=["plain"])
+    broadcast_registry.register(Plain, channels=["plain"], fields="__all__")
     yield
     broadcast_registry.unregister(Plain)
 
 
 def test_decorator_returns_the_class_unchanged():
     class_before = Plain
-    decorated = broadcast(channels=["plain"])(Plain)
+    decorated = broadcast(channels=["plain"], fields=["name"])(Plain)
     try:
         assert decorated is class_before
         assert broadcast_registry.is_registered(Plain)
@@ -35,11 +35,12 @@ def test_decorator_returns_the_class_unchanged():
 
 def test_register_unregister_connects_and_disconnects_signals():
     assert not post_save.has_listeners(Plain)
-    broadcast_registry.register(Plain, channels=["plain"])
+    broadcast_registry.register(Plain, channels=["plain"], fields=["name"])
     assert post_save.has_listeners(Plain) and post_delete.has_listeners(Plain)
-    broadcast_registry.register(Plain, channels=["plain2"])  # second declaration, same receivers
+    # a second declaration, same receivers
+    broadcast_registry.register(Plain, channels=["plain2"], fields=["name"])
     assert len(broadcast_registry.declarations(Plain)) == 2
-    assert len([r for r in post_save.receivers if "plain" in str(r[0])]) == 1
+    assert len([r for r in post_save.receivers if "testapp.plain" in str(r[0])]) == 1
     assert "from_db" in Plain.__dict__  # rows are snapshotted as they are loaded
     broadcast_registry.unregister(Plain)
     assert not post_save.has_listeners(Plain) and not post_delete.has_listeners(Plain)
@@ -53,35 +54,87 @@ def test_options_are_frozen(plain_registered):
     declaration = broadcast_registry.declarations(Plain)[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         declaration.attnames = ("id",)
+    # "__all__" leaves the secret-looking field out
     assert declaration.attnames == ("id", "name", "code")
+    assert declaration.dropped_secrets == ("secret",)
 
 
 @pytest.mark.parametrize("options, message", [
-    ({}, "channels must be"),
-    ({"channels": "plain"}, "channels must be"),
-    ({"channels": []}, "channels must be"),
-    ({"channels": ["has space"]}, "ASCII"),
-    ({"channels": ["$p:{nope}"]}, "no concrete field 'nope'"),
-    ({"channels": ["$p:{name!r}"]}, "plain {field}"),
+    ({"fields": ["name"]}, "missing 1 required keyword-only argument: 'channels'"),
+    ({"channels": "plain", "fields": ["name"]}, "channels must be"),
+    ({"channels": [], "fields": ["name"]}, "channels must be"),
+    ({"channels": ["has space"], "fields": ["name"]}, "ASCII"),
+    ({"channels": ["$p:{nope}"], "fields": ["name"]}, "no concrete field 'nope'"),
+    ({"channels": ["$p:{name!r}"], "fields": ["name"]}, "plain {field}"),
+    ({"channels": ["p"]}, r'say which fields to publish: fields=\["id", "title", ...\]'),
     ({"channels": ["p"], "fields": ["nope"]}, "no concrete field 'nope'"),
-    ({"channels": ["p"], "fields": "name"}, "must be a list"),
+    ({"channels": ["p"], "fields": "name"}, "must be a list of names or \"__all__\""),
     ({"channels": ["p"], "exclude": ["nope"]}, "no concrete field"),
-    ({"channels": ["p"], "events": ["saved"]}, "events must be"),
-    ({"channels": ["p"], "condition": "not callable"}, "condition must be callable"),
-    ({"channels": ["p"], "authorize": 3}, "authorize must be"),
-    ({"channels": ["p"], "authorize": "nope"}, "no concrete field"),
-    ({"channels": ["p"], "colour": "red"}, "unknown option"),
+    ({"channels": ["p"], "fields": ["name"], "exclude": ["code"]}, "not both"),
+    ({"channels": ["p"], "fields": ["name"], "serializer": str}, "serializer chooses"),
+    ({"channels": ["p"], "fields": ["name"], "events": ["saved"]}, "events must be"),
+    ({"channels": ["p"], "fields": ["name"], "events": "created"}, "events must be"),
+    ({"channels": ["p"], "fields": ["name"], "condition": "no"}, "condition must be callable"),
+    ({"channels": ["p"], "fields": ["name"], "authorize": 3}, "authorize must be"),
+    ({"channels": ["$p:{pk}"], "fields": ["name"], "authorize": "nope"}, "no concrete field"),
+    ({"channels": ["p"], "fields": ["name"], "colour": "red"},
+     "unexpected keyword argument 'colour'.*options: channels, fields"),
+    ({"channels": ["p"], "fields": ["name"], "level": "groups"}, "level must be one of"),
+    # who may read: a private static channel needs a level, a private template a rule
+    ({"channels": ["$p"], "fields": ["name"]}, r'say who may read \'\$p\': level="staff"'),
+    ({"channels": ["$p:{pk}"], "fields": ["name"]}, "is private: say who may read it"),
+    # an authorize rule on a channel without "$" would protect nothing
+    ({"channels": ["p:{code}"], "fields": ["name"], "authorize": lambda u, code: True},
+     r'does not start with "\$"'),
+    # a string rule must single out one row
+    ({"channels": ["$p:{name}"], "fields": ["name"], "authorize": "code"},
+     "does not identify one row"),
 ])
 def test_bad_options_fail_at_registration(options, message):
     with pytest.raises(ImproperlyConfigured, match=message):
         BroadcastRegistry().register(Plain, **options)
 
 
+def test_conflicting_declarations_are_refused():
+    reg = BroadcastRegistry()
+    reg.register(Plain, channels=["$ops"], fields=["name"], level="staff")
+    with pytest.raises(ImproperlyConfigured, match="already declared by testapp.plain"):
+        reg.register(Note, channels=["$ops"], fields=["title"], level="users")
+    reg.register(Note, channels=["$ops"], fields=["title"], level="staff")  # same readers: fine
+    reg.register(Plain, channels=["$plain:{pk}"], fields=["name"],
+                 authorize=lambda user, pk: True)
+    with pytest.raises(ImproperlyConfigured, match="belongs to one model"):
+        reg.register(Note, channels=["$plain:{pk}"], fields=["title"],
+                     authorize=lambda user, pk: True)
+    reg.unregister(Plain)
+    reg.unregister(Note)
+
+
+def test_a_second_registry_publishes_with_its_own_receivers():
+    """Regression: receivers called the global registry and dispatch_uid came from the label
+    alone, so a second BroadcastRegistry published nothing."""
+    first, second = BroadcastRegistry(), BroadcastRegistry()
+    first.register(Plain, channels=["one"], fields=["name"])
+    second.register(Plain, channels=["two"], fields=["name"])
+    try:
+        with capture_broadcasts() as published:
+            Plain.objects.create(name="x")
+    finally:
+        first.unregister(Plain)
+        second.unregister(Plain)
+    assert sorted(p["channel"] for p in published) == ["one", "two"]
+    assert not post_save.has_listeners(Plain)
+
+
 @pytest.mark.parametrize("models_setting, message", [
     ({"nope.Model": {"channels": ["x"]}}, r"\['nope.Model'\]: no installed model"),
     ({"testapp.plain": {"channels": ["x"], "fields": ["nope"]}}, r"\['testapp.plain'\].*nope"),
+    ({"testapp.plain": {"channels": ["x"]}}, r"\['testapp.plain'\].*say which fields"),
     ({"testapp.plain": "channels"}, "options must be a dict"),
-    ({"testapp.plain": {"channels": ["x"], "condition": "no.such.function"}}, r"testapp.plain"),
+    ({"testapp.plain": {"channels": ["x"], "fields": ["name"],
+                        "condition": "no.such.function"}}, r"testapp.plain"),
+    # Regression: an entry for a model already declared in code was skipped unvalidated.
+    ({"testapp.note": {"channels": ["x"], "fields": ["nope"]}}, r"\['testapp.note'\].*nope"),
 ])
 def test_bad_settings_fail_at_startup_naming_the_setting(settings, models_setting, message):
     settings.INSTANT_SIGNALS = {"MODELS": models_setting}
@@ -92,16 +145,21 @@ def test_bad_settings_fail_at_startup_naming_the_setting(settings, models_settin
 def test_settings_with_dotted_paths_and_several_declarations(settings):
     settings.INSTANT_SIGNALS = {"MODELS": {"testapp.Plain": [
         {"channels": ["plain"], "fields": ["name"]},
-        {"channels": ["$plain:{pk}"], "authorize": "tests.testapp.models.owner_may_read",
-         "condition": "tests.test_registry.only_named"},
+        {"channels": ["$plain:{pk}"], "authorize": "tests.test_registry.named_plain",
+         "condition": "tests.test_registry.only_named", "fields": ["name"]},
     ]}}
     reg = BroadcastRegistry()
     reg.register_from_settings()
+    reg.register_from_settings()  # again (tests, a second ready()): replaced, not doubled
     first, second = reg.declarations(Plain)
     assert first.attnames == ("name",)
     assert second.condition is only_named
-    assert reg.namespaces() == {"plain"}
+    assert reg.namespaces() == {"plain": {"public": False, "presence": False}}
     reg.unregister(Plain)
+
+
+def named_plain(user, pk):
+    return True
 
 
 def only_named(instance, event):
@@ -110,7 +168,7 @@ def only_named(instance, event):
 
 def test_events_switched_off_per_model(plain_registered):
     broadcast_registry.unregister(Plain)
-    broadcast_registry.register(Plain, channels=["plain"], events=["deleted"])
+    broadcast_registry.register(Plain, channels=["plain"], fields=["name"], events=["deleted"])
     with capture_broadcasts() as created:  # each block commits (runs its on_commit hooks)
         obj = Plain.objects.create(name="x")
     with capture_broadcasts() as updated:
@@ -123,7 +181,7 @@ def test_events_switched_off_per_model(plain_registered):
 
 
 def test_condition_vetoes_events():
-    broadcast_registry.register(Plain, channels=["plain"], condition=only_named)
+    broadcast_registry.register(Plain, channels=["plain"], fields=["name"], condition=only_named)
     try:
         with capture_broadcasts() as published:
             Plain.objects.create(name="")
@@ -137,7 +195,7 @@ def test_callable_routing_and_its_moves():
     def route(instance, event):
         return ["big"] if instance.code > 10 else ["small"]
 
-    broadcast_registry.register(Plain, channels=route)
+    broadcast_registry.register(Plain, channels=route, fields=["name", "code"])
     try:
         obj = Plain.objects.create(name="x", code=1)
         obj = Plain.objects.get(pk=obj.pk)
@@ -192,7 +250,7 @@ def test_kill_switch_is_per_async_task(plain_registered):
         await asyncio.gather(off(), on())
         return seen
 
-    from instant_signals.registry import broadcasting_enabled as _enabled
+    from instant_signals.receivers import broadcasting_enabled as _enabled
 
     assert asyncio.run(main()) == {"off": False, "on": True}
 
@@ -201,7 +259,7 @@ def test_a_failing_condition_never_breaks_the_save(caplog):
     def broken(instance, event):
         raise KeyError("bug in user code")
 
-    broadcast_registry.register(Plain, channels=["plain"], condition=broken)
+    broadcast_registry.register(Plain, channels=["plain"], fields=["name"], condition=broken)
     try:
         with capture_broadcasts() as published:
             obj = Plain.objects.create(name="still saved")
@@ -239,16 +297,66 @@ def test_savepoints_and_coalescing_in_capture(plain_registered):
     assert [(p["event_class"], p["data"]["fields"]["name"]) for p in published] == [("created", "a2")]
 
 
+def test_saves_in_several_savepoints_become_one_event(plain_registered):
+    """Several saves of a row in one transaction are one event, across savepoints too; a save
+    in a rolled-back savepoint is forgotten even though the instance still holds its values."""
+    row = Plain.objects.create(name="v0", code=0)
+    row = Plain.objects.get(pk=row.pk)
+    with capture_broadcasts() as published:
+        with transaction.atomic():
+            row.name = "v1"
+            row.save()
+            with transaction.atomic():
+                row.code = 1
+                row.save()
+            try:
+                with transaction.atomic():
+                    row.name = "never committed"
+                    row.save()
+                    raise RuntimeError
+            except RuntimeError:
+                pass
+            row.name = "v2"
+            row.save()
+    assert len(published) == 1, published
+    data = published[0]["data"]
+    assert (published[0]["event_class"], data["fields"]["name"], data["fields"]["code"]) == (
+        "updated", "v2", 1)
+    assert data["changed"] == {"name": "v0", "code": 0}
+
+
+def test_stale_snapshot_after_a_rolled_back_savepoint_is_not_published(plain_registered):
+    """After the rollback the instance's snapshot says "never committed"; the database says v1.
+    The event must compare with what the database held."""
+    row = Plain.objects.create(name="v1")
+    row = Plain.objects.get(pk=row.pk)
+    with capture_broadcasts() as published:
+        with transaction.atomic():
+            try:
+                with transaction.atomic():
+                    row.name = "never committed"
+                    row.save()
+                    raise RuntimeError
+            except RuntimeError:
+                pass
+            row.name = "v2"
+            row.save()
+    assert [(p["data"]["fields"]["name"], p["data"]["changed"]) for p in published] == [
+        ("v2", {"name": "v1"})]
+
+
 def test_item_namespace_and_rules(django_user_model):
-    assert {"task", "user", "board"} <= broadcast_registry.namespaces()
+    namespaces = broadcast_registry.namespaces()
+    assert {"task", "user", "board"} <= set(namespaces)
+    assert not any(needs["public"] for needs in namespaces.values())
     staff = django_user_model.objects.create_user("s", is_staff=True)
     plain = django_user_model.objects.create_user("p")
-    assert broadcast_registry.authorize(staff, "$board:main")
-    assert not broadcast_registry.authorize(plain, "$board:main")
-    assert not broadcast_registry.authorize(staff, "$unknown:main")
+    assert broadcast_registry.may_read(staff, "$board:main")
+    assert not broadcast_registry.may_read(plain, "$board:main")
+    assert broadcast_registry.may_read(staff, "$unknown:main") is None
 
 
-@pytest.mark.parametrize("model", [Note, Task], ids=["own snapshot", "FieldTracker"])
+@pytest.mark.parametrize("model", [Note, Task], ids=["plain model", "model with a FieldTracker"])
 def test_no_extra_query_per_save(model, django_assert_num_queries):
     obj = model.objects.create(title="a")
     obj = model.objects.get(pk=obj.pk)

@@ -33,7 +33,7 @@ class Migration(migrations.Migration):
             name='Channel',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text='Non-public channels must start with "$" so Centrifugo requires a token.', max_length=255, unique=True, validators=[instant_signals.models._validate_name], verbose_name='name')),
+                ('name', models.CharField(help_text='Non-public channels must start with "$" so Centrifugo requires a token.', max_length=255, unique=True, validators=[instant_signals.models.validate_channel_name], verbose_name='name')),
                 ('level', models.CharField(choices=[('public', 'Public'), ('users', 'Logged in users'), ('groups', "Members of the channel's groups"), ('staff', 'Staff'), ('superuser', 'Superusers')], default='public', max_length=20, verbose_name='level')),
                 ('is_active', models.BooleanField(default=True, verbose_name='active')),
                 ('groups', models.ManyToManyField(blank=True, related_name='instant_channels', to='auth.group', verbose_name='groups')),

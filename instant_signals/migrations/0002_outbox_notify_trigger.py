@@ -2,7 +2,7 @@
 
 ``pg_notify('instant_signals_outbox', NEW.partition::text)`` on every insert, matching the
 consumer's ``partition_notification_channel`` written by ``installws`` /
-``server.generate_config(outbox_dsn=...)``. Without it the consumer still polls every
+``centrifugo_config.generate_config(outbox_dsn=...)``. Without it the consumer still polls every
 ``partition_poll_interval``. On other databases this migration does nothing.
 """
 

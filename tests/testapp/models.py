@@ -15,10 +15,14 @@ def owner_may_read(user, owner_id):
     return str(user.pk) == owner_id
 
 
+def staff_may_read(user, board):
+    return user.is_staff
+
+
 # Full data on the task's own channel (owner only) and the owner's feed; a redacted view in public.
 @broadcast(channels=["$task:{pk}"], fields=["id", "title", "done", "owner"], authorize="owner")
 @broadcast(channels=["$user:{owner_id}"], fields=["id", "title", "done", "owner"],
-           authorize=owner_may_read)
+           authorize="owner")
 @broadcast(channels=["tasks"], fields=["id", "title", "done"])
 class Task(models.Model):
     title = models.CharField(max_length=200)
@@ -41,7 +45,8 @@ class Note(models.Model):
     objects = BroadcastManager()
 
 
-@broadcast(channels=["items", "$board:{board}"], authorize=lambda user, board: user.is_staff)
+@broadcast(channels=["items"], fields="__all__")
+@broadcast(channels=["$board:{board}"], fields="__all__", authorize=staff_may_read)
 class Item(models.Model):
     """Every kind of value the serializer must make JSON-safe, and fields that must stay secret."""
 

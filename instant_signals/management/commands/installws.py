@@ -5,9 +5,12 @@
         --origin https://example.com --write-settings centrifugo_settings.py
     python manage.py installws --redis redis://10.0.0.5:6379      # several Centrifugo nodes
     python manage.py installws --outbox-dsn postgresql://...       # durable delivery
+    python manage.py installws --write-env .env                    # settings as NAME=value
 
 A second run keeps the secrets of the config it finds (and updates everything else, e.g. the
-namespaces of models added since); ``--overwrite`` makes fresh ones.
+namespaces of models added since); ``--overwrite`` makes fresh ones. Namespaces and their
+protection come from the ``@broadcast`` declarations and the ``Channel`` rows: a namespace lets
+clients subscribe without a token only when it holds a public channel.
 """
 
 from __future__ import annotations
@@ -18,24 +21,29 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from instant_signals import conf, installer, ws_setup
-from instant_signals.server import generate_config, write_config
+from django.db import DatabaseError
+
+from instant_signals import centrifugo_config as cc
+from instant_signals import conf, installer
+from instant_signals.channels import is_private, namespace_of
+from instant_signals.models import Channel
+from instant_signals.registry import broadcast_registry
 
 
-def channel_namespaces() -> set[str]:
-    """Namespaces of the declared ``@broadcast`` channels and of the ``Channel`` rows."""
-    from django.db import DatabaseError
-
-    from instant_signals.models import Channel
-    from instant_signals.registry import registry
-
-    names = set(registry.namespaces())
+def channel_namespaces(extra: list[str]) -> dict[str, dict[str, bool]]:
+    """Namespaces of the declared ``@broadcast`` channels, of the ``Channel`` rows and of
+    ``--namespace`` (public), with what each needs (see ``generate_config``)."""
+    found = broadcast_registry.namespaces()
     try:  # the table may not exist yet (installws before migrate): then rows add nothing
-        for name in Channel.objects.filter(name__contains=":").values_list("name", flat=True):
-            names.add(name.lstrip("$").split(":", 1)[0])
+        rows = list(Channel.objects.filter(name__contains=":").values_list("name", flat=True))
     except DatabaseError:
-        pass
-    return {n for n in names if n}
+        rows = []
+    for name in [*rows, *extra]:
+        namespace = namespace_of(name if ":" in name else f"{name}:")
+        if namespace:
+            needs = found.setdefault(namespace, {"public": False, "presence": False})
+            needs["public"] |= not is_private(name)
+    return found
 
 
 class Command(BaseCommand):
@@ -57,7 +65,8 @@ class Command(BaseCommand):
         parser.add_argument("--binary", type=Path,
                             help="Use this existing Centrifugo binary (it must be of --version).")
         parser.add_argument("--build", action="store_true",
-                            help="Build from source with `go install` instead of downloading.")
+                            help="Build from source with `go install` without trying the "
+                                 "download first (it is tried anyway when the download fails).")
         parser.add_argument("--no-install", action="store_true",
                             help="Only use a binary that is already there (PATH, "
                                  "CENTRIFUGO_BINARY or the cache); never download or build.")
@@ -83,26 +92,35 @@ class Command(BaseCommand):
                                  "instant_signals outbox table (INSTANT_SIGNALS['DELIVERY'] = "
                                  "'outbox').")
         parser.add_argument("--namespace", action="append", dest="namespaces", default=[],
-                            help="Extra channel namespace (repeatable); the namespaces of "
-                                 "@broadcast channels and Channel rows are added anyway.")
+                            help="Extra public channel namespace (repeatable; \"$name\" for a "
+                                 "private one); those of @broadcast channels and Channel rows "
+                                 "are added anyway.")
+        parser.add_argument("--history-size", type=int, default=cc.DEFAULT_HISTORY_SIZE,
+                            help="Publications kept per channel for reconnecting clients "
+                                 "(default %(default)s).")
+        parser.add_argument("--history-ttl", default=cc.DEFAULT_HISTORY_TTL,
+                            help="How long they are kept (default %(default)s).")
         parser.add_argument("--overwrite", action="store_true",
                             help="Replace the secrets of an existing config with fresh ones.")
         parser.add_argument("--write-settings", type=Path, metavar="FILE",
-                            help="Write the Django settings into FILE (a Python module) "
-                                 "instead of printing them.")
+                            help="Write the Django settings into FILE (a Python module to "
+                                 "import from settings.py) instead of printing them.")
+        parser.add_argument("--write-env", type=Path, metavar="FILE",
+                            help="Write the settings as NAME=value lines into FILE (an env "
+                                 "file for systemd, docker --env-file or your shell).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        config_path: Path = options["config"] or ws_setup.default_config_path()
+        config_path: Path = options["config"] or conf.centrifugo_config_path()
         binary = self.find_binary(options)
 
         try:
-            existing = ws_setup.read_config(config_path)
-        except ws_setup.ConfigError as exc:
+            existing = cc.read_config(config_path)
+        except cc.ConfigError as exc:
             if not options["overwrite"]:
                 raise CommandError(f"{exc}. Fix it, or run installws --overwrite to replace it "
                                    f"with a fresh config (new secrets).") from None
             existing = None
-        keep = ws_setup.existing_secrets(existing or {}) if not options["overwrite"] else {}
+        keep = cc.existing_secrets(existing or {}) if not options["overwrite"] else {}
         if existing is not None and not options["overwrite"]:
             if len(keep) < 2:
                 raise CommandError(
@@ -113,8 +131,11 @@ class Command(BaseCommand):
 
         if not 0 < options["port"] < 65536:
             raise CommandError(f"--port must be from 1 to 65535, not {options['port']}")
-        namespaces = sorted(channel_namespaces() | set(options["namespaces"]))
-        config = generate_config(
+        if options["history_size"] < 0:
+            raise CommandError("--history-size must be 0 or more")
+        namespaces = channel_namespaces(options["namespaces"])
+        self.warn_unprotected_rows()
+        config = cc.generate_config(
             port=options["port"],
             address=options["address"],
             allowed_origins=options["origins"] or None,
@@ -122,21 +143,28 @@ class Command(BaseCommand):
             redis=options["redis"] or None,
             outbox_dsn=options["outbox_dsn"],
             outbox_partitions=int(conf.app_setting("OUTBOX_PARTITIONS")),
+            history_size=options["history_size"],
+            history_ttl=options["history_ttl"],
             **keep,
         )
-        write_config(config_path, config)
-        ws_setup.remember_binary(config_path, binary)
+        cc.write_config(config_path, config)
+        cc.remember_binary(config_path, binary)
         self.check_config(binary, config_path)
-        self.stdout.write(f"Wrote {config_path} (namespaces: {', '.join(namespaces) or 'none'}; "
+        self.stdout.write(f"Wrote {config_path} (namespaces: {', '.join(sorted(namespaces)) or 'none'}; "
                           f"engine: {config['engine']['type']}"
                           f"{'; outbox consumer' if options['outbox_dsn'] else ''}).")
 
-        values = ws_setup.django_settings(config, options["ws_url"])
+        values = cc.django_settings(config, options["ws_url"])
         target: Path | None = options["write_settings"]
+        env_target: Path | None = options["write_env"]
         if target is not None:
-            ws_setup.write_private(target, ws_setup.settings_module_text(values, config_path))
-            self.stdout.write(f"Wrote the Django settings into {target}.")
-        else:
+            cc.write_private(target, cc.settings_module_text(values, config_path))
+            self.stdout.write(f"Wrote the Django settings into {target} "
+                              f"(import them at the end of settings.py).")
+        if env_target is not None:
+            cc.write_private(env_target, cc.env_file_text(values, config_path))
+            self.stdout.write(f"Wrote the settings as environment variables into {env_target}.")
+        if target is None and env_target is None:
             self.stdout.write("\n# Django settings (keep the keys secret):")
             for name, value in values.items():
                 self.stdout.write(f"{name} = {value!r}")
@@ -144,15 +172,23 @@ class Command(BaseCommand):
         self.stdout.write(f"Start Centrifugo with: python manage.py runws"
                           f"{'' if options['config'] is None else f' --config {config_path}'}")
 
+    def warn_unprotected_rows(self) -> None:
+        try:
+            bad = list(Channel.objects.unprotected().values_list("name", flat=True))
+        except DatabaseError:
+            return
+        for name in bad:
+            self.stderr.write(f"Warning: Channel {name!r} is not public but has no \"$\": "
+                              f"Centrifugo serves it to anyone. Rename it to \"${name}\".")
+
     def find_binary(self, options: dict[str, Any]) -> Path:
-        build = options["build"]
         try:
             binary = installer.find_or_install(
                 options["centrifugo_version"],
                 binary=options["binary"],
                 cache=options["install_dir"],
-                download=not build and not options["no_install"],
-                build=build,
+                download=not options["build"] and not options["no_install"],
+                build=not options["no_install"],
             )
         except installer.InstallError as exc:
             raise CommandError(str(exc)) from None

@@ -14,7 +14,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS
 
-from ...outbox import Relay
+from ...delivery.outbox import Relay
 
 
 class Command(BaseCommand):

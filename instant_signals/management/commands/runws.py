@@ -15,7 +15,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from instant_signals import installer, ws_setup
+from instant_signals import centrifugo_config, conf, installer
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -31,7 +31,7 @@ class Command(BaseCommand):
                             help="Centrifugo binary (default: the one installws used).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        config_path: Path = options["config"] or ws_setup.default_config_path()
+        config_path: Path = options["config"] or conf.centrifugo_config_path()
         if not config_path.is_file():
             raise CommandError(
                 f"No Centrifugo config at {config_path}.\n"
@@ -45,7 +45,7 @@ class Command(BaseCommand):
         sys.exit(run_foreground([str(binary), "--config", str(config_path)]))
 
     def find_binary(self, explicit: Path | None, config_path: Path) -> Path:
-        remembered = ws_setup.remembered_binary(config_path)
+        remembered = centrifugo_config.remembered_binary(config_path)
         if explicit is None and not os.environ.get("CENTRIFUGO_BINARY") and remembered:
             if remembered.is_file() and os.access(remembered, os.X_OK):
                 return remembered
@@ -54,8 +54,8 @@ class Command(BaseCommand):
         except installer.InstallError as exc:
             raise CommandError(
                 f"Centrifugo is not installed: {exc}\n"
-                f"Run `python manage.py installws` (it downloads Centrifugo, or builds it with "
-                f"--build), or give an existing binary with --binary PATH.") from None
+                f"Run `python manage.py installws` (it downloads Centrifugo, or builds it with Go "
+                f"when the download fails), or give an existing binary with --binary PATH.") from None
 
 
 def run_foreground(command: list[str]) -> int:

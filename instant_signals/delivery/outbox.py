@@ -7,39 +7,44 @@ no row, a committed one leaves its events even if Centrifugo is down.
 
 Two ways drain the table:
 
-* On PostgreSQL, Centrifugo's own ``postgresql`` consumer (``generate_config(outbox_dsn=...)``);
-  the ``0002`` migration adds the ``NOTIFY`` trigger that wakes it at once.
-* Anywhere, ``manage.py relay_outbox`` (or ``Relay`` / ``relay()`` below).
+* On PostgreSQL, Centrifugo's own ``postgresql`` consumer (``installws --outbox-dsn``); the
+  ``0002`` migration adds the ``NOTIFY`` trigger that wakes it at once.
+* Anywhere, ``manage.py relay_outbox`` (``Relay`` below).
 
 Order: the partition of a row is a stable hash of the model label and the object's pk, so every
 event of one object lands in one partition, and partitions are drained in id order, stopping at
-the first failure. Duplicates: each row carries the event id as Centrifugo's
+the first failure. Duplicates: each publish row carries its event id as Centrifugo's
 ``idempotency_key``, so sending a row again (after a crash between send and delete) does not
 publish twice while Centrifugo remembers the key (5 minutes; across Centrifugo restarts only with
 the Redis engine).
 
-Errors: a retryable failure (Centrifugo unreachable, timeout, HTTP 5xx, codes 100/108) or a
-refusal of the whole request (wrong API key) keeps the row and the rest of its partition for a
-later attempt with exponential backoff. A row Centrifugo can never accept (a per-row error such
-as 102 unknown channel, 104 unknown method, 107 bad request; or a row that makes the whole
-``/batch`` undecodable, HTTP 400 — found by resending the batch one row at a time) is logged,
-counted in ``delivery.stats["failed"]``, sent as the ``broadcast_failed`` signal and deleted, and
-later rows go on: one poison row never blocks its partition. Centrifugo's own consumer also
-skips such rows (it retries only internal errors).
+Errors: a retryable failure (unreachable, timeout, HTTP 5xx, codes 100/108) or a refusal of the
+whole request (wrong API key) keeps the row and the rest of its partition for a later attempt
+with exponential backoff. A row Centrifugo can never accept (a per-row error such as 102 unknown
+channel, or a row that makes the whole ``/batch`` undecodable, HTTP 400 — found by resending
+the batch one row at a time) is reported failed and deleted: one poison row never blocks its
+partition. Centrifugo's own consumer also skips such rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import random
 import time
 import zlib
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from django.db import close_old_connections, connections, transaction
 
-from . import client, conf
+from .. import client, conf, reporting
+from ..declarations import Change
+from ..exceptions import CentrifugoError
+from ..models import OutboxEntry
+from ..transactions import connection, in_transaction
+from .buffer import Buffer
+from .commands import commands_for
 
 logger = logging.getLogger("instant_signals")
 
@@ -47,54 +52,52 @@ logger = logging.getLogger("instant_signals")
 # HTTP 400 (body not understood), 413 (too large), Centrifugo 107 (bad request).
 _MALFORMED = {400, 413, 107}
 
-#: PostgreSQL ``LISTEN`` channel the trigger notifies (the consumer's
-#: ``partition_notification_channel`` in ``server.generate_config``).
-NOTIFY_CHANNEL = "instant_signals_outbox"
 
-
-def partition_for(command: dict[str, Any], partitions: int | None = None) -> int:
-    """The partition of one publish command: a stable hash of model label + pk.
-
-    Commands that are not model events (no ``data.pk``) are spread by channel name.
-    """
-    if partitions is None:
-        partitions = int(conf.app_setting("OUTBOX_PARTITIONS"))
+def partition_for(key: str, partitions: int) -> int:
+    """A stable partition for ``key`` (``"<model label>:<pk>"``)."""
     if partitions <= 1:
         return 0
-    envelope = command.get("data")
-    key = None
-    if isinstance(envelope, dict):
-        event = envelope.get("data")
-        if isinstance(event, dict) and "pk" in event:
-            key = f"{envelope.get('bucket') or event.get('model') or ''}:{event['pk']}"
-    if key is None:
-        key = str(command.get("channel", ""))
     return zlib.crc32(key.encode("utf-8", "surrogatepass")) % partitions
 
 
-def write(commands: Iterable[dict[str, Any]], using: str = "default") -> list[Any]:
-    """Store publish commands as outbox rows on database ``using``, in its current transaction."""
-    from .models import OutboxEntry
+class OutboxBackend:
+    name = "outbox"
 
-    commands = list(commands)
-    if not commands:
-        return []
-    partitions = int(conf.app_setting("OUTBOX_PARTITIONS"))
-    rows = [
-        OutboxEntry(method="publish", payload=command, partition=partition_for(command, partitions))
-        for command in commands
-    ]
-    return OutboxEntry.objects.using(using).bulk_create(rows)
+    def record(self, change: Change, using: str) -> None:
+        self.record_many((change,), using)
+
+    def record_many(self, changes: Iterable[Change], using: str) -> None:
+        conn = connection(using)
+        partitions = int(conf.app_setting("OUTBOX_PARTITIONS"))
+        rows = []
+        buffer = Buffer.of(conn, _forget) if in_transaction(conn) else None
+        for change in changes:
+            if buffer is not None:
+                # The row's in-memory snapshot may hold values of a rolled-back savepoint: the
+                # buffer knows the state the database holds.
+                before = buffer.current_state(conn, change)
+                if before is not change.before:
+                    change = dataclasses.replace(change, before=before)
+                buffer.add(conn, change)
+            partition = partition_for(f"{change.declaration.label}:{change.pk}", partitions)
+            rows += [OutboxEntry(method=c.method, payload=c.params, partition=partition)
+                     for c in commands_for((change,))]
+        if rows:
+            OutboxEntry.objects.using(using).bulk_create(rows)
 
 
-@dataclass
+def _forget(buffer: Buffer) -> None:
+    buffer.rows = {}
+
+
+@dataclasses.dataclass
 class RelayResult:
     """What one relay pass did."""
 
     sent: int = 0  # rows delivered and deleted
     dropped: int = 0  # rows deleted after a non-retryable error
-    failed_partitions: dict[int, str] = field(default_factory=dict)  # partition -> error
-    waiting_partitions: list[int] = field(default_factory=list)  # skipped: backoff or locked
+    failed_partitions: dict[int, str] = dataclasses.field(default_factory=dict)
+    waiting_partitions: list[int] = dataclasses.field(default_factory=list)  # backoff or locked
 
     @property
     def ok(self) -> bool:
@@ -108,21 +111,16 @@ class Relay:
     in id order, ``batch_size`` rows per request, until it is empty or a request fails. A failed
     partition waits ``backoff * 2**(failures-1)`` seconds (jittered, capped at ``max_backoff``).
 
-    Two relays may run at once: on databases with ``SELECT ... FOR UPDATE SKIP LOCKED``
-    (PostgreSQL, MySQL 8, Oracle) a relay only takes a partition whose oldest row it could lock,
-    so rows are never sent by two relays and never out of order. SQLite has no row locks: run one
-    relay there (a second would only resend rows, which the idempotency key absorbs).
+    Databases with ``SELECT ... FOR UPDATE SKIP LOCKED`` (PostgreSQL, MySQL 8, Oracle): several
+    relays may run; a relay takes a partition only while it holds the lock on its oldest row, so
+    rows are never sent by two relays nor out of order. Elsewhere (SQLite) run one relay: it
+    reads a batch, sends it with no transaction open, then deletes it in a short write, so the
+    site's writers are never blocked behind an HTTP call.
     """
 
-    def __init__(
-        self,
-        using: str = "default",
-        *,
-        batch_size: int | None = None,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-    ):
+    def __init__(self, using: str = "default", *, batch_size: int | None = None,
+                 backoff: float = 0.5, max_backoff: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.using = using
         self.batch_size = int(batch_size or conf.app_setting("BATCH_SIZE"))
         if self.batch_size < 1:
@@ -136,32 +134,21 @@ class Relay:
     # -- public -------------------------------------------------------------------------------
     def run_once(self, max_batches_per_partition: int = 1000) -> RelayResult:
         """One pass over the partitions that are due; never raises for Centrifugo failures."""
-        from .models import OutboxEntry
-
         result = RelayResult()
-        partitions = sorted(
-            OutboxEntry.objects.using(self.using).order_by()
-            .values_list("partition", flat=True).distinct()
-        )
+        partitions = sorted(self._rows().order_by().values_list("partition", flat=True).distinct())
         now = self.clock()
         for partition in partitions:
             if self.not_before.get(partition, 0.0) > now:
                 result.waiting_partitions.append(partition)
                 continue
             for _ in range(max_batches_per_partition):
-                outcome = self._drain_batch(partition, result)
-                if outcome != "more":
+                if self._drain_batch(partition, result) != "more":
                     break
         return result
 
-    def run(
-        self,
-        *,
-        interval: float = 1.0,
-        stop: Callable[[], bool] = lambda: False,
-        max_passes: int | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
+    def run(self, *, interval: float = 1.0, stop: Callable[[], bool] = lambda: False,
+            max_passes: int | None = None,
+            sleep: Callable[[float], None] = time.sleep) -> None:
         """Relay until ``stop()`` is true (or ``max_passes`` passes), sleeping when idle."""
         passes = 0
         while not stop() and (max_passes is None or passes < max_passes):
@@ -181,21 +168,17 @@ class Relay:
             sleep(max(delay, 0.01))
 
     def pending(self) -> int:
-        from .models import OutboxEntry
-
-        return OutboxEntry.objects.using(self.using).count()
+        return self._rows().count()
 
     # -- internals ----------------------------------------------------------------------------
+    def _rows(self) -> Any:
+        return OutboxEntry.objects.using(self.using)
+
     def _drain_batch(self, partition: int, result: RelayResult) -> str:
         """Send one batch of ``partition``: "more", "empty", "locked" or "failed"."""
-        from .models import OutboxEntry
-
-        manager = OutboxEntry.objects.using(self.using)
-        connection = connections[self.using]
-        skip_locked = connection.features.has_select_for_update_skip_locked
-        with transaction.atomic(using=self.using):
-            rows = manager.filter(partition=partition).order_by("id")
-            if skip_locked:
+        rows = self._rows().filter(partition=partition).order_by("id")
+        if connections[self.using].features.has_select_for_update_skip_locked:
+            with transaction.atomic(using=self.using):
                 # The partition's oldest row is its mutex: a relay works on a partition only
                 # while it holds the lock on that row. Locking the whole batch with SKIP LOCKED
                 # instead would let two relays take interleaved rows and overtake each other.
@@ -206,18 +189,22 @@ class Relay:
                 if list(mine) != [head]:
                     result.waiting_partitions.append(partition)  # another relay has it
                     return "locked"
+                batch = list(rows[: self.batch_size])
+                delivered, dropped, error = self._send(batch)
+                self._delete(delivered, dropped)
+        else:
             batch = list(rows[: self.batch_size])
             if not batch:
                 return "empty"
-            delivered, dropped, error = self._send(batch)
-            done = [row.id for row in delivered] + [row.id for row, _ in dropped]
-            if done:
-                manager.filter(id__in=done).delete()
+            delivered, dropped, error = self._send(batch)  # no transaction open meanwhile
+            self._delete(delivered, dropped)
         result.sent += len(delivered)
         result.dropped += len(dropped)
-        self._note_sent(len(delivered))
-        if dropped:
-            self._note_dropped(dropped)
+        reporting.stats.add("published", sum(row.method == "publish" for row in delivered))
+        for row, row_error in dropped:
+            logger.error("instant_signals: outbox row %s dropped, Centrifugo refused it: %s",
+                         row.id, row_error)
+            reporting.failed([_publication(row)], row_error, sender=Relay)
         if error is not None:
             self._fail(partition, error, result)
             return "failed"
@@ -225,11 +212,18 @@ class Relay:
         self.not_before.pop(partition, None)
         return "more" if len(batch) == self.batch_size else "empty"
 
-    def _send(self, batch: list[Any]) -> tuple[list[Any], list[tuple[Any, Exception]], Exception | None]:
+    def _delete(self, delivered: list[Any], dropped: list[tuple[Any, Exception]]) -> None:
+        done = [row.id for row in delivered] + [row.id for row, _ in dropped]
+        if done:
+            self._rows().filter(id__in=done).delete()
+
+    def _send(self, batch: list[Any]) -> tuple[list[Any], list[tuple[Any, Exception]],
+                                               Exception | None]:
         """(delivered rows, dropped rows with their errors, the retryable error that stopped us)."""
         try:
-            replies = self._request(batch)
-        except client.CentrifugoError as exc:
+            reporting.stats.add("requests")
+            replies = client.batch([_encode(row) for row in batch])
+        except CentrifugoError as exc:
             if exc.code in _MALFORMED and len(batch) > 1:
                 # Centrifugo could not decode the request (e.g. a row whose channel is not a
                 # string): find the culprit by sending the rows one at a time, in order.
@@ -241,10 +235,6 @@ class Relay:
             return [], [], exc
         except Exception as exc:  # noqa: BLE001 - anything else: keep the rows, retry later
             return [], [], exc
-        if len(replies) != len(batch):
-            return [], [], client.CentrifugoError(
-                f"Centrifugo answered {len(replies)} replies to {len(batch)} commands",
-                retryable=True)
         delivered: list[Any] = []
         dropped: list[tuple[Any, Exception]] = []
         for row, reply in zip(batch, replies):
@@ -259,7 +249,8 @@ class Relay:
                 dropped.append((row, error))
         return delivered, dropped, None
 
-    def _send_one_by_one(self, batch: list[Any]) -> tuple[list[Any], list[tuple[Any, Exception]], Exception | None]:
+    def _send_one_by_one(self, batch: list[Any]) -> tuple[list[Any], list[tuple[Any, Exception]],
+                                                         Exception | None]:
         delivered: list[Any] = []
         dropped: list[tuple[Any, Exception]] = []
         for row in batch:
@@ -269,13 +260,6 @@ class Relay:
             if error is not None:
                 return delivered, dropped, error
         return delivered, dropped, None
-
-    @staticmethod
-    def _request(batch: list[Any]) -> list[dict[str, Any]]:
-        from . import delivery
-
-        delivery._count("requests")
-        return client.batch([{row.method: row.payload} for row in batch])
 
     def _fail(self, partition: int, error: Exception, result: RelayResult) -> None:
         failures = self.failures.get(partition, 0) + 1
@@ -288,34 +272,16 @@ class Relay:
         log("instant_signals: outbox partition %d not delivered (attempt %d, next in %.1f s): %s",
             partition, failures, delay, error)
 
-    @staticmethod
-    def _note_sent(count: int) -> None:
-        if count:
-            from . import delivery
 
-            delivery._count("published", count)
+def _encode(row: Any) -> str:
+    return json.dumps({row.method: row.payload}, separators=(",", ":"))
 
-    @staticmethod
-    def _note_dropped(dropped: list[tuple[Any, Exception]]) -> None:
-        from . import delivery
-        from .signals import broadcast_failed
 
-        for row, error in dropped:
-            delivery._count("failed")
-            logger.error(
-                "instant_signals: outbox row %s to %r dropped, Centrifugo refused it: %s",
-                row.id, row.payload.get("channel") if isinstance(row.payload, dict) else None,
-                error,
-            )
-            try:
-                broadcast_failed.send(
-                    sender=Relay,
-                    publications=[row.payload.get("data") if isinstance(row.payload, dict)
-                                  else row.payload],
-                    error=error,
-                )
-            except Exception:  # noqa: BLE001
-                logger.exception("instant_signals: a broadcast_failed receiver raised")
+def _publication(row: Any) -> Any:
+    payload = row.payload
+    if isinstance(payload, dict) and row.method == "publish":
+        return payload.get("data", payload)
+    return payload
 
 
 def relay(using: str = "default", *, batch_size: int | None = None) -> RelayResult:

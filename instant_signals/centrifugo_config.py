@@ -1,0 +1,204 @@
+"""Centrifugo v6 config files: generated from what the app declares, read back, kept private.
+
+``installws`` writes the config (default ``<BASE_DIR>/.centrifugo/config.json``, the setting
+``INSTANT_SIGNALS["CENTRIFUGO_CONFIG"]``) and, next to it, ``<config>.binary``: the binary it
+installed or was given, so ``runws`` starts the same one. Every file that holds a secret is
+written ``0600``, new or existing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ORIGINS = ["http://localhost:8000", "http://127.0.0.1:8000"]
+DEFAULT_HISTORY_SIZE = 300  # Centrifugo recovers at most 300 publications by default
+DEFAULT_HISTORY_TTL = "300s"
+
+
+def generate_config(
+    *,
+    port: int = 8427,
+    address: str = "127.0.0.1",
+    api_key: str | None = None,
+    hmac_key: str | None = None,
+    allowed_origins: list[str] | None = None,
+    namespaces: dict[str, dict[str, bool]] | None = None,
+    redis: list[str] | None = None,
+    outbox_dsn: str | None = None,
+    outbox_table: str = "instant_signals_outbox",
+    outbox_partitions: int = 1,
+    history_size: int = DEFAULT_HISTORY_SIZE,
+    history_ttl: str = DEFAULT_HISTORY_TTL,
+) -> dict[str, Any]:
+    """A Centrifugo v6 config (nested keys) with fresh secrets unless given.
+
+    ``namespaces`` maps a namespace (``task`` for ``$task:42``) to ``{"public": bool,
+    "presence": bool}``: only a namespace holding a public channel lets clients subscribe
+    without a token (``$`` channels always need one). Channels without a namespace (``public``,
+    ``$staff``) accept token-less subscriptions to their public names. Every channel keeps a
+    history with recovery, so a reconnecting client catches up.
+    """
+    recovery = {"history_size": history_size, "history_ttl": history_ttl,
+                "force_recovery": True}
+    config: dict[str, Any] = {
+        "http_server": {"address": address, "port": port},
+        "log": {"level": "info"},
+        "client": {
+            "token": {"hmac_secret_key": hmac_key or secrets.token_urlsafe(48)},
+            "allowed_origins": allowed_origins or list(DEFAULT_ORIGINS),
+        },
+        "http_api": {"key": api_key or secrets.token_urlsafe(32)},
+        "admin": {"enabled": False},
+        "health": {"enabled": True},
+        "channel": {
+            "without_namespace": {
+                "allow_subscribe_for_client": True,
+                "allow_subscribe_for_anonymous": True,
+                **recovery,
+            },
+            "namespaces": [_namespace(name, needs, recovery)
+                           for name, needs in sorted((namespaces or {}).items())],
+        },
+        "engine": {"type": "memory"},
+    }
+    if redis:
+        config["engine"] = {"type": "redis", "redis": {"address": redis}}
+    if outbox_dsn:
+        config["consumers"] = [{
+            "enabled": True,
+            "name": "instant_signals_outbox",
+            "type": "postgresql",
+            "postgresql": {
+                "dsn": outbox_dsn,
+                "outbox_table_name": outbox_table,
+                "num_partitions": outbox_partitions,
+                "partition_select_limit": 500,
+                "partition_poll_interval": "300ms",
+                "partition_notification_channel": outbox_table,
+            },
+        }]
+    return config
+
+
+def _namespace(name: str, needs: dict[str, bool], recovery: dict[str, Any]) -> dict[str, Any]:
+    public = bool(needs.get("public"))
+    options: dict[str, Any] = {
+        "name": name,
+        "allow_subscribe_for_client": public,
+        "allow_subscribe_for_anonymous": public,
+        **recovery,
+    }
+    if needs.get("presence"):
+        # Presence is for the channel's readers only (subscribers), with join/leave pushed.
+        options.update(presence=True, join_leave=True, force_push_join_leave=True,
+                       allow_presence_for_subscriber=True)
+    return options
+
+
+def write_private(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` readable by the owner only, also when the file already existed."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode applies to new files only
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return target
+
+
+def write_config(path: str | os.PathLike[str], config: dict[str, Any]) -> Path:
+    return write_private(path, json.dumps(config, indent=2) + "\n")
+
+
+class ConfigError(Exception):
+    """The existing config cannot be read; the message says what to do."""
+
+
+def read_config(path: Path) -> dict[str, Any] | None:
+    """The config at ``path``, None if there is none; ConfigError if it is not a JSON object."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        config = json.loads(text)
+    except ValueError:
+        raise ConfigError(f"{path} is not valid JSON") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path} does not hold a JSON object")
+    return config
+
+
+def existing_secrets(config: dict[str, Any]) -> dict[str, str]:
+    """``api_key`` / ``hmac_key`` of a v6 config (only those that are set)."""
+    found = {}
+    api_key = (config.get("http_api") or {}).get("key")
+    hmac_key = ((config.get("client") or {}).get("token") or {}).get("hmac_secret_key")
+    if isinstance(api_key, str) and api_key:
+        found["api_key"] = api_key
+    if isinstance(hmac_key, str) and hmac_key:
+        found["hmac_key"] = hmac_key
+    return found
+
+
+def client_host(address: str) -> str:
+    """Where Django reaches a Centrifugo bound to ``address`` (a wildcard means this machine)."""
+    if address in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if address == "::":
+        return "[::1]"
+    if ":" in address and not address.startswith("["):
+        return f"[{address}]"
+    return address
+
+
+def django_settings(config: dict[str, Any], ws_url: str | None = None) -> dict[str, Any]:
+    """The Django settings that talk to the Centrifugo run from ``config``."""
+    server = config.get("http_server") or {}
+    host = client_host(str(server.get("address", "127.0.0.1")))
+    port = int(server.get("port", 8000))
+    return {
+        "CENTRIFUGO_HOST": f"http://{host}",
+        "CENTRIFUGO_PORT": port,
+        "CENTRIFUGO_API_KEY": config["http_api"]["key"],
+        "CENTRIFUGO_HMAC_KEY": config["client"]["token"]["hmac_secret_key"],
+        "CENTRIFUGO_WS_URL": ws_url or f"ws://{host}:{port}/connection/websocket",
+    }
+
+
+def settings_module_text(values: dict[str, Any], config_path: Path) -> str:
+    lines = [f"# Written by `manage.py installws` for the Centrifugo config {config_path}.",
+             "# Keep it out of version control: it holds secrets."]
+    lines += [f"{name} = {value!r}" for name, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def env_file_text(values: dict[str, Any], config_path: Path) -> str:
+    """The settings as ``NAME=value`` lines (for systemd's EnvironmentFile, docker --env-file,
+    or ``set -a; . ./centrifugo.env``)."""
+    lines = [f"# Written by `manage.py installws` for the Centrifugo config {config_path}.",
+             "# Keep it out of version control: it holds secrets."]
+    lines += [f"{name}={value}" for name, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def binary_record(config_path: Path) -> Path:
+    return config_path.with_name(config_path.name + ".binary")
+
+
+def remember_binary(config_path: Path, binary: Path) -> None:
+    binary_record(config_path).write_text(str(Path(binary).resolve()) + "\n")
+
+
+def remembered_binary(config_path: Path) -> Path | None:
+    try:
+        text = binary_record(config_path).read_text().strip()
+    except OSError:
+        return None
+    return Path(text) if text else None

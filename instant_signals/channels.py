@@ -1,0 +1,142 @@
+"""Channel names: validation, Centrifugo namespaces, and templates such as ``"$task:{pk}"``."""
+
+from __future__ import annotations
+
+import logging
+import re
+import string
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+
+logger = logging.getLogger("instant_signals")
+
+#: Centrifugo refuses a channel starting with this prefix to anyone without a subscription token.
+PRIVATE_PREFIX = "$"
+MAX_CHANNEL_LENGTH = 255
+# Printable ASCII without spaces: what Centrifugo accepts and a browser can subscribe to.
+_CHANNEL_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def validate_channel(channel: Any) -> str:
+    """Return ``channel`` if Centrifugo can use it as a channel name, else raise ``ValueError``."""
+    if not isinstance(channel, str):
+        raise ValueError(f"channel must be a string, not {type(channel).__name__}")
+    if not channel:
+        raise ValueError("channel must not be empty")
+    if len(channel) > MAX_CHANNEL_LENGTH:
+        raise ValueError(f"channel name is {len(channel)} characters long; the limit is 255")
+    if not _CHANNEL_RE.match(channel):
+        raise ValueError(
+            f"channel {channel[:50]!r} may only hold printable ASCII characters without spaces")
+    return channel
+
+
+def is_private(name: str) -> bool:
+    """Whether Centrifugo itself refuses ``name`` without a subscription token."""
+    return name.startswith(PRIVATE_PREFIX)
+
+
+def namespace_of(name: str) -> str | None:
+    """Centrifugo namespace of a channel: ``task`` for ``$task:42``, None for ``public``."""
+    bare = name[len(PRIVATE_PREFIX):] if is_private(name) else name
+    return bare.split(":", 1)[0] if ":" in bare else None
+
+
+def attname_of(model: type[models.Model], name: str, where: str) -> str:
+    """The attname of concrete field ``name`` (``owner`` → ``owner_id``; ``pk`` → the pk's)."""
+    if name == "pk":
+        return model._meta.pk.attname  # type: ignore[union-attr]
+    for field in model._meta.concrete_fields:
+        if name in (field.name, field.attname):
+            return field.attname
+    raise ImproperlyConfigured(f"{where}: {model._meta.label} has no concrete field {name!r}")
+
+
+class ChannelTemplate:
+    """A channel name with ``{field}`` placeholders filled from a row, e.g. ``"$task:{pk}"``.
+
+    A filled value may not contain a character of the literal text between two placeholders, so
+    every channel name splits back into one set of values (``match``).
+    """
+
+    def __init__(self, model: type[models.Model], template: str):
+        self.template = template
+        self.parts: list[tuple[str, str | None]] = []  # (literal, attname or None)
+        self.placeholders: list[str] = []  # as written: "pk", "owner_id", "owner"
+        pattern = "^"
+        for literal, name, spec, conversion in string.Formatter().parse(template):
+            if spec or conversion:
+                raise ImproperlyConfigured(f"channel {template!r}: use plain {{field}} placeholders")
+            pattern += re.escape(literal)
+            attname = None
+            if name is not None:
+                if not name:
+                    raise ImproperlyConfigured(f"channel {template!r}: empty placeholder {{}}")
+                attname = attname_of(model, name, f"channel {template!r}")
+                self.placeholders.append(name)
+                pattern += f"(?P<p{len(self.placeholders) - 1}>.+?)"
+            self.parts.append((literal, attname))
+        self.regex = re.compile(pattern + "$")
+        inner = [lit for lit, _ in self.parts[1:]] if len(self.placeholders) > 1 else []
+        self.forbidden = frozenset("".join(inner))
+        if not self.placeholders:
+            validate_channel(template)
+        else:  # the literal parts must make a valid name with any value
+            validate_channel(template.replace("{", "").replace("}", ""))
+
+    @property
+    def attnames(self) -> tuple[str, ...]:
+        return tuple(attname for _, attname in self.parts if attname)
+
+    @property
+    def is_static(self) -> bool:
+        return not self.placeholders
+
+    @property
+    def private(self) -> bool:
+        return is_private(self.template)
+
+    @property
+    def namespace(self) -> str | None:
+        return namespace_of(self.template.replace("{", "").replace("}", ""))
+
+    def fill(self, values: dict[str, Any]) -> str | None:
+        """The channel for these attname values; None when a value is missing or unusable."""
+        if not self.placeholders:
+            return self.template
+        out = []
+        for literal, attname in self.parts:
+            out.append(literal)
+            if attname is not None:
+                value = values.get(attname)
+                if value is None or value == "":
+                    return None
+                text = str(value)
+                if self.forbidden.intersection(text):
+                    logger.warning("instant_signals: channel %r skipped: value %r holds a "
+                                   "separator of the template", self.template, text[:50])
+                    return None
+                out.append(text)
+        name = "".join(out)
+        try:
+            return validate_channel(name)
+        except ValueError as exc:
+            logger.warning("instant_signals: channel %r skipped: %s", name[:80], exc)
+            return None
+
+    def match(self, name: str) -> dict[str, str] | None:
+        """The placeholder values (strings) of channel ``name``, or None if it is not one of ours."""
+        if not self.placeholders:
+            return {} if name == self.template else None
+        found = self.regex.match(name)
+        if not found:
+            return None
+        values = {self.placeholders[i]: found.group(f"p{i}") for i in range(len(self.placeholders))}
+        if any(self.forbidden.intersection(v) for v in values.values()):
+            return None  # fill() never makes such a name
+        return values
+
+    def __repr__(self) -> str:
+        return f"ChannelTemplate({self.template!r})"

@@ -1,0 +1,446 @@
+"""One ``@broadcast`` declaration: which channels see a row, what they see of it, who reads them.
+
+Everything about what a channel may see lives here. A declaration turns one state of a row into
+a ``Seen`` (the channels the row is visible in, and the declaration's view of it), and a pair of
+states (before, after a transaction) into the publications of each channel:
+
+* visible before and after: ``updated`` with the new view and ``changed`` (previous values of
+  the view's keys that differ);
+* visible after only (created, or entered through routing or ``condition``): ``created``;
+* visible before only: ``deleted``; with the last view when the row was deleted, with its pk
+  only when the row still exists but left the channel.
+
+So a channel only ever receives values of its own view of a state in which the row was visible
+in it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
+
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import DatabaseError, connections, models, transaction
+
+from . import levels, tracking
+from .channels import ChannelTemplate, attname_of, is_private, validate_channel
+from .envelope import CREATED, DELETED, EVENTS, UPDATED
+from .serialization import ALL_FIELDS, drf_serializer, field_view, json_safe, select_fields
+
+logger = logging.getLogger("instant_signals")
+
+Router = Callable[[models.Model, str], Iterable[str]]
+Condition = Callable[[models.Model, str], bool]
+Serializer = Callable[[models.Model], dict[str, Any]]
+Authorize = Union[str, Callable[..., bool]]
+
+if TYPE_CHECKING:
+    from typing_extensions import Required, TypedDict
+
+    class BroadcastOptions(TypedDict, total=False):
+        """The options of ``@broadcast``/``register()``, for type checkers (see ``declare``)."""
+
+        channels: Required[Sequence[str] | Router]
+        fields: Sequence[str] | str
+        exclude: Sequence[str]
+        serializer: Serializer
+        serializer_class: type
+        events: Iterable[str]
+        condition: Condition
+        authorize: Authorize
+        level: str
+        skip_unchanged: bool
+        presence: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What one declaration sees of one state of a row."""
+
+    channels: tuple[str, ...]  # where the row is visible; () when nowhere
+    fields: dict[str, Any] | None = None  # the declaration's view (JSON-safe), when visible
+    owner: str | None = None  # the value of the authorize field, for revocation
+
+
+@dataclass(slots=True)
+class Change:
+    """A row's state before and after, as one declaration sees it (None: no such row)."""
+
+    declaration: Declaration
+    pk: Any  # JSON-safe
+    before: Seen | None
+    after: Seen | None
+    version: int
+
+    @property
+    def key(self) -> tuple[int, Any]:
+        return (id(self.declaration), self.pk)
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    channel: str
+    event: str
+    fields: dict[str, Any] | None  # None: pk only (a row that left the channel)
+    changed: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """One frozen ``@broadcast`` declaration of a model (build it with ``declare()``)."""
+
+    model: type[models.Model]
+    label: str
+    templates: tuple[ChannelTemplate, ...]
+    router: Router | None
+    attnames: tuple[str, ...]
+    dropped_secrets: tuple[str, ...]
+    serializer: Serializer | None
+    events: frozenset[str]
+    condition: Condition | None
+    authorize: Authorize | None
+    level: str | None
+    skip_unchanged: bool
+    presence: bool
+    source: str = "code"  # "code" or "settings"
+    #: attnames whose previous values are needed; all concrete fields when a callable is used
+    tracked: tuple[str, ...] = ()
+    #: static channel names (no placeholder)
+    static_names: frozenset[str] = field(default_factory=frozenset)
+
+    # -- states ---------------------------------------------------------------------------------
+    @property
+    def needs_instance(self) -> bool:
+        """Whether a callable must see the row itself (then the old row is rebuilt for it)."""
+        return self.router is not None or self.condition is not None or self.serializer is not None
+
+    def seen(self, instance: models.Model, event: str,
+             values: dict[str, Any] | None = None) -> Seen:
+        """What this declaration sees of ``instance`` (``values``: its field values by attname)."""
+        if values is None:
+            values = instance.__dict__
+        owner = self._owner(values)
+        if self.condition is not None and not self.condition(instance, event):
+            return Seen((), None, owner)
+        channels = self.channels_of(instance, event, values)
+        if not channels:
+            return Seen((), None, owner)
+        if self.serializer is not None:
+            fields = self.serializer(instance)
+        else:
+            fields = field_view(values, self.attnames)
+        return Seen(channels, fields, owner)
+
+    def seen_before(self, instance: models.Model, previous: dict[str, Any], event: str) -> Seen:
+        """What this declaration saw of the row as it was (``previous``: its tracked values)."""
+        values = {**instance.__dict__, **previous}
+        old = tracking.as_of(instance, previous) if self.needs_instance else instance
+        return self.seen(old, event, values)
+
+    def channels_of(self, instance: models.Model, event: str,
+                    values: dict[str, Any]) -> tuple[str, ...]:
+        if self.router is None:
+            if self.static_names and len(self.static_names) == len(self.templates):
+                return tuple(t.template for t in self.templates)
+            names: Iterable[str | None] = (t.fill(values) for t in self.templates)
+        else:
+            names = (_checked_name(n, self.label) for n in self.router(instance, event))
+        return tuple(dict.fromkeys(n for n in names if n))
+
+    def _owner(self, values: dict[str, Any]) -> str | None:
+        if isinstance(self.authorize, str):
+            value = values.get(self.authorize)
+            return None if value is None else str(value)
+        return None
+
+    # -- publications -----------------------------------------------------------------------------
+    def publications(self, before: Seen | None, after: Seen | None) -> list[Publication]:
+        """The publications of each channel for a row going from ``before`` to ``after``."""
+        was = before.channels if before is not None else ()
+        now = after.channels if after is not None else ()
+        out = []
+        for channel in was:
+            if channel not in now:
+                if after is None:  # deleted: the last view this channel saw
+                    out.append(Publication(channel, DELETED, before.fields))  # type: ignore[union-attr]
+                else:  # left the channel: its pk only
+                    out.append(Publication(channel, DELETED, None))
+        for channel in now:
+            if channel in was:
+                changed = _changed(before.fields or {}, after.fields or {})  # type: ignore[union-attr]
+                if changed or not self.skip_unchanged:
+                    out.append(Publication(channel, UPDATED, after.fields, changed))  # type: ignore[union-attr]
+            else:
+                out.append(Publication(channel, CREATED, after.fields))  # type: ignore[union-attr]
+        return [p for p in out if p.event in self.events]
+
+    def revocations(self, before: Seen | None, after: Seen | None) -> list[tuple[str, str]]:
+        """(user id, channel) pairs whose reader lost access: the owner of a row changed, and the
+        row's own channels (``$task:{pk}``) now belong to someone else."""
+        if (before is None or after is None or before.owner is None
+                or before.owner == after.owner or not self._owned_by_row):
+            return []
+        return [(before.owner, c) for c in before.channels if c not in self.static_names]
+
+    @property
+    def _owned_by_row(self) -> bool:
+        """String rule whose channels do not carry the owner (access follows the row's owner)."""
+        return isinstance(self.authorize, str) and any(
+            not t.is_static and self.authorize not in t.attnames for t in self.templates)
+
+    # -- readers ----------------------------------------------------------------------------------
+    def may_read(self, user: Any, name: str) -> bool | None:
+        """Whether ``user`` may read channel ``name``; None when it is not one of this
+        declaration's channels (a callable router's names never are: a ``Channel`` row decides)."""
+        for template in self.templates:
+            params = template.match(name)
+            if params is None:
+                continue
+            if template.is_static:
+                return self._static_rule(user, name)
+            if not template.private:
+                return True
+            if not getattr(user, "is_authenticated", False):
+                return False
+            return self._instance_rule(template, user, params)
+        return None
+
+    def user_channels(self, user: Any) -> list[tuple[str, str]]:
+        """(name, level) of this declaration's channels ``user`` may read that can be listed:
+        static channels, and per-user ones (``$user:{owner_id}`` with ``authorize="owner"``)."""
+        out = []
+        for template in self.templates:
+            if template.is_static:
+                if self._static_rule(user, template.template):
+                    out.append((template.template, self._static_level(template.template)))
+            elif (isinstance(self.authorize, str) and set(template.attnames) == {self.authorize}
+                  and getattr(user, "is_authenticated", False)):
+                name = template.fill({self.authorize: user.pk})
+                if name:
+                    out.append((name, "owner"))
+        return out
+
+    def _static_level(self, name: str) -> str:
+        if not is_private(name):
+            return levels.PUBLIC
+        return self.level or "rule"
+
+    def _static_rule(self, user: Any, name: str) -> bool:
+        if not is_private(name):
+            return True
+        if self.level is not None:
+            return self.level in levels.readable_levels(user)
+        if callable(self.authorize):
+            return _safely(self.authorize, user, label=self.label, channel=name)
+        return False
+
+    def _instance_rule(self, template: ChannelTemplate, user: Any, params: dict[str, str]) -> bool:
+        if callable(self.authorize):
+            return _safely(self.authorize, user, label=self.label, channel=template.template,
+                           **params)
+        if not isinstance(self.authorize, str):
+            return False
+        by_attname = dict(zip(template.attnames, params.values()))
+        if self.authorize in by_attname:  # the owner is in the name: compare, no query
+            return by_attname[self.authorize] == str(user.pk)
+        # The placeholders identify one row (checked at registration): its owner decides.
+        manager = self.model._default_manager
+        try:
+            with _savepoint(manager.db):
+                owner = manager.filter(**by_attname).values_list(self.authorize, flat=True).first()
+        except (ValueError, TypeError, ValidationError, DatabaseError):
+            return False  # e.g. "$task:abc" for an integer pk
+        return owner is not None and str(owner) == str(user.pk)
+
+
+def _savepoint(alias: str) -> Any:
+    """A savepoint when inside a transaction, so a refused query cannot break it."""
+    if connections[alias].in_atomic_block:
+        return transaction.atomic(using=alias)
+    return _Nothing()
+
+
+class _Nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _safely(rule: Callable[..., Any], user: Any, *, label: str, channel: str,
+            **params: str) -> bool:
+    """A callable authorize rule; one that raises denies (and is logged), never a 500."""
+    try:
+        return bool(rule(user, **params))
+    except Exception:  # noqa: BLE001 - a failing rule must deny, not break the request
+        logger.warning("instant_signals: the authorize rule of %s raised for channel %r; "
+                       "access denied", label, channel, exc_info=True)
+        return False
+
+
+def _checked_name(name: Any, label: str) -> str | None:
+    try:
+        return validate_channel(name)
+    except ValueError as exc:
+        logger.warning("instant_signals: %s: channel %r skipped: %s", label, name, exc)
+        return None
+
+
+def _changed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    return {k: before[k] for k, v in after.items() if k in before and before[k] != v}
+
+
+# -- building a declaration -------------------------------------------------------------------
+
+def declare(
+    model: type[models.Model],
+    *,
+    channels: Sequence[str] | Router,
+    fields: Sequence[str] | str | None = None,
+    exclude: Sequence[str] | None = None,
+    serializer: Serializer | None = None,
+    serializer_class: type | None = None,
+    events: Iterable[str] = EVENTS,
+    condition: Condition | None = None,
+    authorize: Authorize | None = None,
+    level: str | None = None,
+    skip_unchanged: bool = False,
+    presence: bool = False,
+    source: str = "code",
+) -> Declaration:
+    """Validate options and freeze them; every mistake is an ``ImproperlyConfigured`` that says
+    what to write instead."""
+    label = model._meta.label_lower
+    where = f"@broadcast on {label}"
+
+    def fail(message: str) -> ImproperlyConfigured:
+        return ImproperlyConfigured(f"{where}: {message}")
+
+    # Routing
+    router: Router | None = None
+    templates: tuple[ChannelTemplate, ...] = ()
+    if callable(channels):
+        router = channels
+    elif (isinstance(channels, (list, tuple)) and channels
+          and all(isinstance(c, str) for c in channels)):
+        try:
+            templates = tuple(ChannelTemplate(model, c) for c in dict.fromkeys(channels))
+        except (ValueError, ImproperlyConfigured) as exc:
+            raise fail(str(exc)) from None
+    else:
+        raise fail(f"channels must be a non-empty list of names or a callable "
+                   f"(instance, event) -> names, not {channels!r}")
+
+    # What is published
+    views = [name for name, given in (("fields", fields), ("exclude", exclude),
+                                      ("serializer", serializer),
+                                      ("serializer_class", serializer_class))
+             if given is not None]
+    if not views:
+        raise fail('say which fields to publish: fields=["id", "title", ...], '
+                   'exclude=[...], fields="__all__" (secret-looking names are still left '
+                   'out), or serializer=... / serializer_class=...')
+    if serializer is not None and serializer_class is not None:
+        raise fail("give serializer or serializer_class, not both")
+    if (serializer is not None or serializer_class is not None) and (fields or exclude):
+        raise fail("a serializer chooses the fields itself: drop fields/exclude")
+    if serializer_class is not None:
+        if not isinstance(serializer_class, type):
+            raise fail("serializer_class must be a (DRF) serializer class")
+        serializer = drf_serializer(serializer_class)
+    if serializer is not None and not callable(serializer):
+        raise fail("serializer must be callable (instance -> dict)")
+    attnames: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+    if serializer is None:
+        attnames, dropped = select_fields(model, fields, exclude, where)
+
+    # Events and condition
+    try:
+        chosen_events = frozenset(events)
+    except TypeError:
+        raise fail(f"events must be some of {sorted(EVENTS)}") from None
+    if not chosen_events or not chosen_events <= EVENTS or isinstance(events, str):
+        raise fail(f"events must be some of {sorted(EVENTS)}, not {events!r}")
+    if condition is not None and not callable(condition):
+        raise fail("condition must be callable (instance, event) -> bool")
+
+    # Readers
+    if level is not None and level not in levels.DECLARABLE:
+        raise fail(f"level must be one of {', '.join(levels.DECLARABLE)}, not {level!r} "
+                   f"(group channels need a Channel row)")
+    authorize_attname = _check_authorize(model, authorize, templates, router, fail)
+    for template in templates:
+        if template.is_static:
+            if template.private and level is None and not callable(authorize):
+                raise fail(f'say who may read {template.template!r}: level="staff" (or '
+                           f'"users", "superuser"), or authorize=callable(user) -> bool')
+        elif not template.private and authorize is not None:
+            raise fail(f"{template.template!r} has an authorize rule but does not start with "
+                       f'"$", so Centrifugo would let anyone subscribe without a token: name it '
+                       f'"${template.template}"')
+        elif template.private and authorize is None:
+            raise fail(f"{template.template!r} is private: say who may read it with "
+                       f'authorize="<field pointing at the user>" or authorize=callable(user, '
+                       f"**placeholders)")
+
+    static = frozenset(t.template for t in templates if t.is_static)
+    concrete = tuple(f.attname for f in model._meta.concrete_fields)
+    if router is not None or condition is not None or serializer is not None:
+        tracked = concrete
+    else:
+        tracked = tuple(dict.fromkeys(
+            [*attnames, *(a for t in templates for a in t.attnames)]
+            + ([authorize_attname] if authorize_attname else [])))
+    return Declaration(
+        model=model, label=label, templates=templates, router=router, attnames=attnames,
+        dropped_secrets=dropped, serializer=serializer, events=chosen_events,
+        condition=condition, authorize=authorize_attname or authorize, level=level,
+        skip_unchanged=bool(skip_unchanged), presence=bool(presence), source=source,
+        tracked=tracked, static_names=static)
+
+
+def _check_authorize(model: type[models.Model], authorize: Any,
+                     templates: tuple[ChannelTemplate, ...], router: Router | None,
+                     fail: Callable[[str], ImproperlyConfigured]) -> str | None:
+    """Validate ``authorize``; the attname when it is a field name."""
+    if authorize is None or callable(authorize):
+        return None
+    if not isinstance(authorize, str):
+        raise fail("authorize must be a field name (the user the row belongs to) or a callable")
+    if router is not None:
+        raise fail("authorize as a field name needs channel templates such as "
+                   '"$task:{pk}"; with a callable router, readers come from Channel rows')
+    attname = attname_of(model, authorize, "@broadcast authorize")
+    for template in templates:
+        if template.is_static or attname in template.attnames:
+            continue
+        if not _identifies_one_row(model, template.attnames):
+            raise fail(
+                f"{template.template!r} with authorize={authorize!r}: "
+                f"{', '.join(template.placeholders)} does not identify one row, so owning one "
+                f"matching row would grant every matching row's events. Put the owner in the "
+                f"channel name (e.g. \"$...:{{{authorize}}}:...\") or route by a unique field.")
+    return attname
+
+
+def _identifies_one_row(model: type[models.Model], attnames: Iterable[str]) -> bool:
+    """Whether values of ``attnames`` single out at most one row (pk, unique, unique together)."""
+    given = set(attnames)
+    meta = model._meta
+    by_name = {f.name: f.attname for f in meta.concrete_fields}
+    if meta.pk.attname in given:  # type: ignore[union-attr]
+        return True
+    if any(f.unique and f.attname in given for f in meta.concrete_fields):
+        return True
+    groups: list[Iterable[str]] = list(meta.unique_together)
+    groups += [c.fields for c in meta.constraints
+               if isinstance(c, models.UniqueConstraint) and c.fields and c.condition is None]
+    return any({by_name.get(name, name) for name in group} <= given for group in groups)
+
+
+def pk_of(instance: models.Model) -> Any:
+    return json_safe(instance.pk)
+

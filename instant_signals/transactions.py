@@ -1,0 +1,92 @@
+"""The few Django transaction internals that after-commit delivery relies on, in one file.
+
+What we rely on (Django 4.2, 5.2 and 6.0 alike; ``tests/test_transactions.py`` checks each):
+
+* ``connection.savepoint_ids``: the ids of the savepoints now open (``None`` for an
+  ``atomic(savepoint=False)`` block, which cannot be rolled back on its own);
+* ``connection.run_on_commit``: the list of ``(savepoint ids, callable, robust)`` hooks that
+  ``on_commit()`` appends to. A savepoint rollback replaces the list with a copy that lacks the
+  hooks registered under that savepoint; a full rollback empties it; at commit Django runs the
+  hooks in list order.
+
+From these: a *segment* is a run of changes made in one savepoint state, with a marker hook
+that Django drops with the savepoint (so a segment whose marker never ran was rolled back), and
+a *final hook* runs after every marker because it is kept at the end of the list and belongs to
+no savepoint (so only a full rollback drops it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+
+def connection(using: str) -> BaseDatabaseWrapper:
+    return connections[using]
+
+
+def in_transaction(conn: BaseDatabaseWrapper) -> bool:
+    return bool(conn.in_atomic_block)
+
+
+def savepoint_state(conn: BaseDatabaseWrapper) -> tuple[str, ...]:
+    """The open savepoints, ignoring ``atomic(savepoint=False)`` blocks."""
+    return tuple(sid for sid in conn.savepoint_ids if sid is not None)
+
+
+class Segment:
+    """Changes made in one savepoint state. ``committed`` turns true when Django runs its marker
+    at commit; a rolled-back savepoint drops the marker, so its segment never commits."""
+
+    __slots__ = ("state", "hooks", "committed", "__weakref__")
+
+    def __init__(self, conn: BaseDatabaseWrapper):
+        self.state = savepoint_state(conn)
+        self.committed = False
+        conn.on_commit(self._mark)
+        self.hooks = conn.run_on_commit  # the list object; Django replaces it on a rollback
+
+    def _mark(self) -> None:
+        self.committed = True
+
+    def alive(self, conn: BaseDatabaseWrapper) -> bool:
+        """Not rolled back (so far). Cheap unless a savepoint was rolled back since it began."""
+        if self.committed or conn.run_on_commit is self.hooks:
+            return True
+        return any(func == self._mark for _, func, *_ in conn.run_on_commit)
+
+
+class FinalHook:
+    """A hook that runs at commit after every segment marker, dropped only by a full rollback."""
+
+    __slots__ = ("func", "entry", "hooks")
+
+    def __init__(self, conn: BaseDatabaseWrapper, func: Callable[[], Any]):
+        self.func = func
+        self.entry: tuple[set[str], Callable[[], Any], bool] = (set(), func, False)
+        self.hooks: list[Any] = []
+        self.move_to_end(conn)
+
+    def move_to_end(self, conn: BaseDatabaseWrapper) -> None:
+        hooks = conn.run_on_commit
+        if self.hooks is hooks and hooks and hooks[-1] is self.entry:
+            return
+        for index in range(len(hooks) - 1, -1, -1):
+            if hooks[index][1] is self.func:
+                del hooks[index]
+                break
+        hooks.append(self.entry)
+        self.hooks = hooks
+
+    def pending(self, conn: BaseDatabaseWrapper) -> bool:
+        """Still to run at this transaction's commit (False after a full rollback or commit)."""
+        hooks = conn.run_on_commit
+        if hooks is self.hooks:
+            return True  # no rollback or commit since we last looked
+        # A savepoint rollback rebuilds the list (and its tuples): look for our callable.
+        if any(entry[1] is self.func for entry in reversed(hooks)):
+            self.hooks = hooks
+            return True
+        return False
