@@ -35,7 +35,7 @@ def broadcast_instances(instances: Iterable[models.Model], event: str = UPDATED,
     for alias, rows in by_alias.items():
         registry.receivers.record_all(rows, event, alias)
         for instance, _ in rows:
-            tracking.snapshot(instance)
+            tracking.snapshot(instance, alias)
 
 
 class BroadcastQuerySet(models.QuerySet[M]):

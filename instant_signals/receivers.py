@@ -75,7 +75,7 @@ class Receivers:
             return
         if broadcasting_enabled():
             self.record(instance, CREATED if created else UPDATED, using)
-        tracking.snapshot(instance)
+        tracking.snapshot(instance, using)
 
     def post_delete(self, sender: type[models.Model], instance: models.Model,
                     using: str = "default", **kwargs: Any) -> None:

@@ -40,9 +40,10 @@ class Segment:
     """Changes made in one savepoint state. ``committed`` turns true when Django runs its marker
     at commit; a rolled-back savepoint drops the marker, so its segment never commits."""
 
-    __slots__ = ("state", "hooks", "committed", "__weakref__")
+    __slots__ = ("conn", "state", "hooks", "committed", "__weakref__")
 
     def __init__(self, conn: BaseDatabaseWrapper):
+        self.conn = conn
         self.state = savepoint_state(conn)
         self.committed = False
         conn.on_commit(self._mark)
@@ -51,11 +52,40 @@ class Segment:
     def _mark(self) -> None:
         self.committed = True
 
-    def alive(self, conn: BaseDatabaseWrapper) -> bool:
-        """Not rolled back (so far). Cheap unless a savepoint was rolled back since it began."""
-        if self.committed or conn.run_on_commit is self.hooks:
+    def pending(self) -> bool:
+        """Its marker still waits for this transaction's commit (not rolled back, not run)."""
+        hooks = self.conn.run_on_commit
+        if hooks is self.hooks:
             return True
-        return any(func == self._mark for _, func, *_ in conn.run_on_commit)
+        # A savepoint rollback rebuilt the list: look for our marker in it.
+        if any(entry[1] == self._mark for entry in hooks):
+            self.hooks = hooks
+            return True
+        return False
+
+    def alive(self) -> bool:
+        """Committed, or not rolled back so far."""
+        return self.committed or self.pending()
+
+
+_SEGMENT = "_instant_signals_segment"
+
+
+def current_segment(conn: BaseDatabaseWrapper) -> Segment | None:
+    """The segment of the savepoint state ``conn`` is in now; None outside a transaction."""
+    if not conn.in_atomic_block:
+        return None
+    segment: Segment | None = getattr(conn, _SEGMENT, None)
+    if segment is None or segment.state != savepoint_state(conn) or not segment.pending():
+        segment = Segment(conn)
+        setattr(conn, _SEGMENT, segment)
+    return segment
+
+
+def start_new_segment(conn: BaseDatabaseWrapper) -> None:
+    """The next change starts a segment of its own (``capture_broadcasts`` runs only the hooks
+    registered inside its block)."""
+    setattr(conn, _SEGMENT, None)
 
 
 class FinalHook:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from instant_signals.server import free_port, stop_process
+from tests.processes import free_port, stop_process
 from tests.conftest import need
 
 

@@ -6,10 +6,11 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import transaction
 
+from instant_signals import broadcast_failed
 from instant_signals import client as http_client
-from instant_signals import delivery
-from instant_signals.signals import broadcast_failed
+from instant_signals.reporting import stats
 from instant_signals.tokens import connection_token, subscription_token
+from tests.processes import CountingProxy
 from tests.testapp.models import Note, Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,6 +34,8 @@ def envelope(channel, label, event, pk, fields, changed=None, received=None):
     if received is not None:
         assert len(received["id"]) == 32
         expected["id"] = received["id"]
+        assert isinstance(received["data"]["version"], int)
+        data["version"] = received["data"]["version"]
     return expected
 
 
@@ -64,6 +67,8 @@ def test_create_update_delete_payloads(model, channel, watcher):
     assert got[3] == envelope(channel, label, "deleted", pk,
                               {"id": pk, "title": "Shipped", "done": True}, received=got[3])
     assert len({g["id"] for g in got}) == 4
+    versions = [g["data"]["version"] for g in got]
+    assert versions == sorted(set(versions))  # per-row versions only grow
 
 
 def test_rolled_back_transaction_delivers_nothing(watcher):
@@ -116,8 +121,6 @@ def test_create_then_delete_in_one_transaction_sends_nothing(watcher):
 @pytest.fixture
 def counted(centrifugo, settings):
     """Django talks to Centrifugo through a counting proxy: the requests on the wire."""
-    from benchmarks.workloads import CountingProxy
-
     proxy = CountingProxy(centrifugo.port)
     settings.CENTRIFUGO_API_URL = f"http://127.0.0.1:{proxy.port}/api"
     http_client.close_session()
@@ -136,7 +139,8 @@ def test_thousand_saves_at_most_ten_requests_all_arrive(watcher, counted):
 
 
 def test_password_hash_of_user_registered_from_settings_never_sent(live_client, settings):
-    """auth.User is registered in tests/settings.py with channels only (no fields)."""
+    """auth.User is registered in tests/settings.py with fields="__all__": the secret-looking
+    password field is left out."""
     root = User.objects.create_superuser("root", password="pw")
     live = live_client(connection_token(root))
     live.subscribe("$users_feed", token=subscription_token(root, "$users_feed"))
@@ -168,6 +172,7 @@ def test_moving_between_channels_sends_deleted_and_created(live_client, django_u
     bob_got = bob_live.wait_for(1)
     assert [g["event_class"] for g in ann_got] == ["created", "deleted"]
     assert ann_got[1]["channel"] == f"$user:{ann.pk}"
+    assert "fields" not in ann_got[1]["data"]  # a row that left: its pk only
     assert [g["event_class"] for g in bob_got] == ["created"]
     assert bob_got[0]["data"]["fields"]["owner_id"] == bob.pk
 
@@ -208,7 +213,7 @@ def test_centrifugo_down_saves_succeed_failure_logged_and_signalled(settings, ca
         failures.append((publications, error))
 
     broadcast_failed.connect(receiver)
-    before = dict(delivery.stats)
+    before = stats.snapshot()
     try:
         with caplog.at_level(logging.ERROR, logger="instant_signals"):
             with transaction.atomic():
@@ -217,7 +222,7 @@ def test_centrifugo_down_saves_succeed_failure_logged_and_signalled(settings, ca
     finally:
         broadcast_failed.disconnect(receiver)
     assert Note.objects.count() == 2
-    assert delivery.stats["failed"] - before["failed"] == 2
+    assert stats["failed"] - before["failed"] == 2
     assert len(failures) == 2 and failures[0][1].retryable
     assert failures[0][0][0]["data"]["fields"]["title"] == "saved anyway"
     assert "not delivered" in caplog.text

@@ -4,7 +4,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
-from instant_signals.checks import check_settings
+from instant_signals import broadcast_registry
+from instant_signals.checks import check_declarations, check_settings
+from tests.testapp.models import Plain
 
 
 def ids(settings_errors):
@@ -17,9 +19,9 @@ def test_good_settings_pass():
 
 
 @pytest.mark.parametrize("name, value, expected", [
-    ("CENTRIFUGO_API_KEY", None, "instant_signals.E001"),
-    ("CENTRIFUGO_API_KEY", 123, "instant_signals.E001"),
-    ("CENTRIFUGO_HMAC_KEY", "", "instant_signals.E002"),
+    ("CENTRIFUGO_API_KEY", None, "instant_signals.W002"),
+    ("CENTRIFUGO_API_KEY", 123, "instant_signals.W002"),
+    ("CENTRIFUGO_HMAC_KEY", "", "instant_signals.W003"),
     ("CENTRIFUGO_HMAC_KEY", "short", "instant_signals.W001"),
     ("CENTRIFUGO_PORT", "8000", "instant_signals.E003"),
     ("CENTRIFUGO_PORT", 70000, "instant_signals.E003"),
@@ -34,16 +36,66 @@ def test_good_settings_pass():
     ("INSTANT_SIGNALS", {"BATCH_SIZE": 0}, "instant_signals.E010"),
     ("INSTANT_SIGNALS", {"CONNECTION_TOKEN_LIFETIME": "1h"}, "instant_signals.E010"),
     ("INSTANT_SIGNALS", {"MODELS": ["auth.User"]}, "instant_signals.E011"),
+    ("INSTANT_SIGNALS", {"SUBSCRIBE_MAX_CHANNELS": 0}, "instant_signals.E010"),
 ])
 def test_each_bad_setting_is_reported(settings, name, value, expected):
     setattr(settings, name, value)
     assert expected in ids(check_settings())
 
 
-def test_manage_py_check_fails_on_missing_key(settings):
+@pytest.mark.django_db
+def test_missing_keys_warn_but_block_nothing_except_deploy(settings, capsys):
+    """A project without Centrifugo secrets (a CI, a first migrate) still runs its commands;
+    `check --deploy` refuses."""
     del settings.CENTRIFUGO_API_KEY
-    with pytest.raises(SystemCheckError, match="CENTRIFUGO_API_KEY"):
-        call_command("check")
+    del settings.CENTRIFUGO_HMAC_KEY
+    call_command("check")  # warnings only: migrate, runserver and test run
+    assert "instant_signals.W002" in capsys.readouterr().err
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)  # checks ran: no block
+    with pytest.raises(SystemCheckError, match="instant_signals.E001"):
+        call_command("check", "--deploy", "--tag", "security")
+
+
+def test_missing_api_key_is_a_clear_error_at_first_publish(settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from instant_signals import publish
+
+    del settings.CENTRIFUGO_API_KEY
+    with pytest.raises(ImproperlyConfigured, match="run `python manage.py installws`"):
+        publish("public", "hello")
+
+
+def test_dropped_secret_fields_are_listed():
+    broadcast_registry.register(Plain, channels=["plain"], fields="__all__")
+    try:
+        warnings = [m for m in check_declarations() if m.id == "instant_signals.W010"]
+    finally:
+        broadcast_registry.unregister(Plain)
+    assert [w.msg for w in warnings if "testapp.plain" in w.msg] == [
+        "@broadcast on testapp.plain leaves out secret-looking fields: secret."]
+    assert any("testapp.item" in w.msg and "api_key, password, reset_token" in w.msg
+               for w in warnings)
+
+
+def test_config_drift_is_reported(settings, tmp_path):
+    from instant_signals.centrifugo_config import generate_config, write_config
+
+    settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS,
+                                "CENTRIFUGO_CONFIG": str(tmp_path / "config.json")}
+    assert [m for m in check_declarations() if m.id.startswith("instant_signals.W01")
+            and m.id != "instant_signals.W010"] == []  # no file: nothing to compare
+    write_config(tmp_path / "config.json",
+                 generate_config(namespaces={**broadcast_registry.namespaces()}))
+    assert [m.id for m in check_declarations() if m.id != "instant_signals.W010"] == []
+    broadcast_registry.register(Plain, channels=["$plainspace:{pk}"], fields=["name"],
+                                authorize=lambda user, pk: True)
+    try:
+        drift = [m for m in check_declarations() if m.id == "instant_signals.W011"]
+    finally:
+        broadcast_registry.unregister(Plain)
+    assert len(drift) == 1 and "'plainspace'" in drift[0].msg
+    assert "python manage.py installws" in drift[0].hint
 
 
 def test_settings_are_read_when_used(settings):

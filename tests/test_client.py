@@ -1,5 +1,7 @@
 """The server API client against the real Centrifugo, and against servers that misbehave."""
 
+import os
+import resource
 import socket
 import threading
 import time
@@ -7,7 +9,8 @@ import time
 import pytest
 
 from instant_signals import client
-from instant_signals.client import CentrifugoError
+from instant_signals.exceptions import CentrifugoError
+from tests.processes import CountingProxy
 
 
 def test_publish_broadcast_and_batch_replies(centrifugo):
@@ -16,9 +19,9 @@ def test_publish_broadcast_and_batch_replies(centrifugo):
     assert [client.reply_error(r) is None for r in replies] == [True, True, False]
     assert client.reply_error(replies[2]).code == 102
     replies = client.batch([
-        {"publish": {"channel": "public", "data": {"c": 3}}},
-        {"publish": {"channel": "$nowhere:2", "data": {}}},
-        {"broadcast": {"channels": ["public"], "data": {"d": 4}}},
+        '{"publish":{"channel":"public","data":{"c":3}}}',
+        '{"publish":{"channel":"$nowhere:2","data":{}}}',
+        '{"broadcast":{"channels":["public"],"data":{"d":4}}}',
     ])
     assert len(replies) == 3
     assert client.reply_error(replies[0]) is None
@@ -26,23 +29,58 @@ def test_publish_broadcast_and_batch_replies(centrifugo):
     assert "broadcast" in replies[2]
 
 
-def test_one_keep_alive_connection_per_thread(centrifugo):
+@pytest.fixture
+def counted(centrifugo, settings):
+    """Django talks to Centrifugo through a counting proxy: requests and TCP connections."""
+    proxy = CountingProxy(centrifugo.port)
+    settings.CENTRIFUGO_API_URL = f"http://127.0.0.1:{proxy.port}/api"
     client.close_session()
-    client.publish("public", {})
-    first = client._local.connection.conn.sock
-    client.publish("public", {})
-    assert client._local.connection.conn.sock is first  # reused
-    other = []
+    yield proxy
+    client.close_session()
+    proxy.close()
 
-    def in_thread():
-        client.publish("public", {})
-        other.append(client._local.connection.conn.sock)
+
+def test_one_pooled_keep_alive_connection(counted):
+    for n in range(30):
+        client.publish("public", {"n": n})
+    threads = [threading.Thread(target=client.publish, args=("public", {})) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+        thread.join()  # one after another: the pooled connection is shared by threads
+    assert (counted.requests, counted.connections) == (34, 1)
+
+
+def test_high_file_descriptors_keep_the_connection(counted):
+    """Regression: select() on a socket whose fd is >= 1024 raised, was read as "closed", and
+    a busy process reconnected on every call."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    filler = [socket.socket() for _ in range(1100)]
+    try:
         client.close_session()
+        for n in range(20):
+            client.publish("public", {"n": n})
+        assert max(s.fileno() for s in filler) >= 1024
+        assert (counted.requests, counted.connections) == (20, 1)
+    finally:
+        for sock in filler:
+            sock.close()
 
-    thread = threading.Thread(target=in_thread)
-    thread.start()
-    thread.join()
-    assert other and other[0] is not first
+
+def test_a_forked_child_opens_its_own_connection(counted):
+    client.publish("public", {"from": "parent"})
+    pid = os.fork()
+    if pid == 0:  # the child: publish with a fresh pool, never the parent's socket
+        try:
+            client.publish("public", {"from": "child"})
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    client.publish("public", {"from": "parent again"})
+    assert (counted.requests, counted.connections) == (3, 2)
 
 
 def test_connection_closed_by_the_server_is_replaced(centrifugo):
@@ -54,12 +92,9 @@ def test_connection_closed_by_the_server_is_replaced(centrifugo):
 
 
 def test_env_proxy_is_honoured(centrifugo, monkeypatch, settings):
-    from benchmarks.workloads import CountingProxy
-
     proxy = CountingProxy(centrifugo.port)
     try:
-        host_port = f"http://127.0.0.1:{proxy.port}"
-        monkeypatch.setenv("HTTP_PROXY", host_port)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
         monkeypatch.setenv("NO_PROXY", "")
         # A host nobody can resolve: only a request through the proxy (which forwards every
         # request to Centrifugo) can succeed.
@@ -67,6 +102,10 @@ def test_env_proxy_is_honoured(centrifugo, monkeypatch, settings):
         client.close_session()
         assert set(client.publish("public", {})) == {"offset", "epoch"}
         assert proxy.requests == 1
+        monkeypatch.setenv("NO_PROXY", "centrifugo.invalid")  # bypassed: nobody can resolve it
+        client.close_session()
+        with pytest.raises(CentrifugoError, match="cannot reach Centrifugo"):
+            client.publish("public", {})
     finally:
         client.close_session()
         proxy.close()

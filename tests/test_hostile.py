@@ -6,8 +6,9 @@ with and without CSRF enforcement. What must hold:
 
 * never a 500, every answer a JSON 2xx/4xx;
 * ``subscribe/`` never hands out a token for a channel the user may not read, judged by an oracle
-  written here from ``Channel.objects.for_user`` and the test app's ``@broadcast`` rules, and
-  hands one out for every well-formed request for a channel the user may read;
+  written here from the test app's ``@broadcast`` rules (which decide for the channels they
+  declare) and ``Channel.objects.for_user`` (for the others), and hands one out for every
+  well-formed request for a channel the user may read;
 * tokens carry the right ``sub``, ``channel`` and lifetime;
 * ``publish()`` refuses bad channel names, oversized and non-JSON payloads with a ValueError
   before any network call.
@@ -75,7 +76,8 @@ def world(django_user_model, settings):
         ("$g1", "groups", (g1,), True), ("$g2", "groups", (g2,), True),
         ("$g12", "groups", (g1, g2), True), ("$nogroup", "groups", (), True),
         ("$off", "users", (), False), ("off-public", "public", (), False),
-        ("$task:1", "staff", (), True),  # a Channel row decides before the @broadcast rule
+        ("$task:1", "staff", (), True),  # ignored: the @broadcast rule of $task:{pk} decides
+        ("tasks", "public", (), False),  # ignored too: "tasks" is declared public
     ]:
         channel = Channel.objects.create(name=name, level=level, is_active=active)
         channel.groups.set(groups)
@@ -99,11 +101,18 @@ def valid_name(name) -> bool:
             and all(33 <= ord(ch) <= 126 for ch in name))
 
 
+DECLARED_PUBLIC = ("tasks", "notes", "items")  # the test app's public static channels
+
+
 def may_read(world, user, name: str) -> bool:
-    """The oracle: Channel rows first (for_user), else the test app's @broadcast rules."""
-    if name in world["channels"]:
-        return Channel.objects.for_user(user).filter(name=name).exists()
+    """The oracle: the test app's @broadcast rules for the channels they declare, else
+    Channel rows (for_user)."""
     authed = user is not None and user.is_authenticated
+    staff = authed and (user.is_staff or user.is_superuser)
+    if name in DECLARED_PUBLIC:
+        return True
+    if name == "$users_feed":  # auth.User from settings, level="staff"
+        return staff
     if name.startswith("$task:") and len(name) > 6:
         try:
             pk = int(name[6:])
@@ -114,11 +123,22 @@ def may_read(world, user, name: str) -> bool:
         return authed and name[6:] == str(user.pk)
     if name.startswith("$board:") and len(name) > 7:
         return authed and user.is_staff
+    if name in world["channels"]:
+        return Channel.objects.for_user(user).filter(name=name).exists()
     return False
 
 
-def readable(user) -> list[str]:
-    return [c.name for c in Channel.objects.for_user(user)]
+def readable(world, user) -> list[str]:
+    """What get_token/ must list: the declared channels that can be listed (public ones, the
+    user's own $user:<pk>, $users_feed for staff) and the Channel rows not declared."""
+    names = set(DECLARED_PUBLIC)
+    if user is not None and user.is_authenticated:
+        names.add(f"$user:{user.pk}")
+        if user.is_staff or user.is_superuser:
+            names.add("$users_feed")
+    names |= {c.name for c in Channel.objects.for_user(user)
+              if c.name not in ("$task:1", "tasks")}
+    return sorted(names)
 
 
 def decode(token: str) -> dict:
@@ -278,7 +298,7 @@ def test_get_token_gives_exactly_the_readable_channels(world, data):
     if response.status_code != 200 or answer is None:
         assert response.status_code in (403, 405)
         return
-    assert [c["name"] for c in answer["channels"]] == readable(user)
+    assert [c["name"] for c in answer["channels"]] == readable(world, user)
     assert decode(answer["ws_token"])["sub"] == sub_of(user)
     for channel in answer["channels"]:
         claims = decode(channel["token"])
@@ -307,7 +327,7 @@ def test_login_and_logout_never_fail_on_input(world, data):
     good = body == json.dumps({"username": target.username, "password": PASSWORD}).encode()
     if method == "POST" and good:
         assert response.status_code == 200
-        assert [c["name"] for c in answer["channels"]] == readable(target)
+        assert [c["name"] for c in answer["channels"]] == readable(world, target)
         assert decode(answer["ws_token"])["sub"] == str(target.pk)
         COUNTS["login ok"] += 1
     elif answer is not None:
@@ -371,8 +391,10 @@ def test_default_payload_limit_and_non_json_data(world):
             publish("news", data=bad)
 
 
-def test_write_counts():
-    """Not a check: records how many generated requests and calls the tests above made."""
+@pytest.fixture(scope="module", autouse=True)
+def write_counts():
+    """Records how many generated requests and calls this module's tests made (README table)."""
+    yield
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "hostile.json").write_text(json.dumps(dict(COUNTS), indent=2, sort_keys=True))
 
@@ -414,11 +436,3 @@ def test_multipart_post_with_csrf_token_is_a_json_4xx(world, path):
 def test_non_finite_floats_are_refused_before_the_network(world, value):
     with pytest.raises(ValueError):
         publish("news", data={"v": value})
-
-
-@pytest.mark.parametrize("name", ["api_keys", "tokens", "client_secrets", "passwords",
-                                  "refresh_tokens", "apikey", "accesstoken", "secretKey"])
-def test_secret_looking_field_names_are_never_broadcast_by_default(name):
-    from instant_signals.serialization import is_secret
-
-    assert is_secret(name)

@@ -22,7 +22,7 @@ import pytest
 from instant_signals import client as http_client
 from instant_signals import tokens
 from instant_signals.publishing import publish
-from instant_signals.server import CentrifugoProcess, free_port
+from tests.processes import CentrifugoProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,7 +43,12 @@ from django.db import models
 from instant_signals import broadcast
 
 
-@broadcast(channels=["$room:{pk}", "lobby"], fields=["id", "name"])
+def members_only(user, pk):
+    return user.is_authenticated
+
+
+@broadcast(channels=["$room:{pk}", "lobby"], fields=["id", "name"], authorize=members_only)
+@broadcast(channels=["board:{pk}"], fields=["id", "name"])
 class Room(models.Model):
     name = models.CharField(max_length=50)
 """
@@ -116,7 +121,13 @@ def test_fresh_project_gets_a_checked_config_and_settings_that_work(
     assert stat.S_IMODE(config_path.stat().st_mode) == 0o600  # it holds secrets
     assert config["http_server"] == {"address": "127.0.0.1", "port": port}
     assert config["client"]["allowed_origins"] == ["http://127.0.0.1:8111"]
-    assert [ns["name"] for ns in config["channel"]["namespaces"]] == ["room"]  # from @broadcast
+    # from @broadcast: "room" holds only private channels, "board" a public one
+    namespaces = {ns["name"]: ns for ns in config["channel"]["namespaces"]}
+    assert sorted(namespaces) == ["board", "room"]
+    assert namespaces["room"]["allow_subscribe_for_client"] is False
+    assert namespaces["room"]["allow_subscribe_for_anonymous"] is False
+    assert namespaces["board"]["allow_subscribe_for_anonymous"] is True
+    assert namespaces["room"]["history_size"] == 300
     assert set(printed) == {"CENTRIFUGO_HOST", "CENTRIFUGO_PORT", "CENTRIFUGO_API_KEY",
                             "CENTRIFUGO_HMAC_KEY", "CENTRIFUGO_WS_URL"}
     assert printed["CENTRIFUGO_API_KEY"] == config["http_api"]["key"]
@@ -166,6 +177,24 @@ def test_second_run_keeps_the_secrets_and_overwrite_replaces_them(project, centr
     assert config3["http_api"]["key"] == third["CENTRIFUGO_API_KEY"]
 
 
+def test_secret_files_are_private_after_every_write(project, centrifugo_binary):
+    """Regression: --overwrite into an existing 0644 file left fresh secrets world-readable."""
+    config = project / ".centrifugo" / "config.json"
+    env_file, settings_file = project / "centrifugo.env", project / "ws_settings.py"
+    installws(project, centrifugo_binary, "--port", str(free_port()))
+    for path in (config, env_file, settings_file):
+        path.touch()
+        path.chmod(0o644)
+    printed, written = installws(project, centrifugo_binary, "--overwrite", "--write-env",
+                                 str(env_file), "--write-settings", str(settings_file))
+    for path in (config, env_file, settings_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    env = dict(line.split("=", 1) for line in env_file.read_text().splitlines()
+               if line and not line.startswith("#"))
+    assert env["CENTRIFUGO_API_KEY"] == written["http_api"]["key"]
+    assert env["CENTRIFUGO_HMAC_KEY"] == written["client"]["token"]["hmac_secret_key"]
+
+
 def vars_of(path: Path) -> dict:
     import runpy
 
@@ -189,8 +218,11 @@ def vars_of(path: Path) -> dict:
      lambda c: c["engine"]["type"] == "redis" and "consumers" in c
      and c["client"]["allowed_origins"] == ["https://example.com", "http://localhost:3000"]
      and c["http_server"]["address"] == "0.0.0.0"
-     and [n["name"] for n in c["channel"]["namespaces"]] == ["extra", "room"]),
-], ids=["redis", "redis-sharded", "outbox", "everything"])
+     and [n["name"] for n in c["channel"]["namespaces"]] == ["board", "extra", "room"]),
+    (["--history-size", "50", "--history-ttl", "60s"],
+     lambda c: {(n["history_size"], n["history_ttl"]) for n in c["channel"]["namespaces"]}
+     == {(50, "60s")}),
+], ids=["redis", "redis-sharded", "outbox", "everything", "history"])
 def test_every_option_combination_passes_checkconfig(project, centrifugo_binary, tmp_path,
                                                       options, expect):
     path = tmp_path / "conf" / "centrifugo.json"

@@ -15,8 +15,9 @@ import pytest
 
 from instant_signals import publish
 from instant_signals.models import Channel
-from instant_signals.registry import registry
-from instant_signals.server import CentrifugoProcess, free_port, generate_config, write_config
+from instant_signals.centrifugo_config import generate_config, write_config
+from instant_signals.registry import broadcast_registry
+from tests.processes import CentrifugoProcess, free_port
 from instant_signals.tokens import connection_token, subscription_token
 from tests.conftest import need, use_server, which
 from tests.live import LiveClient
@@ -33,12 +34,12 @@ def cluster(request, centrifugo_binary, tmp_path):
     need(binary is not None, "redis-server")
     redises = [RedisServer(binary, Path(tempfile.mkdtemp(prefix="instant-redis-"))).start()
                for _ in range(request.param)]
-    shared = generate_config(namespaces=sorted(registry.namespaces()),
+    shared = generate_config(namespaces=broadcast_registry.namespaces(),
                              redis=[r.address for r in redises])
     nodes = []
     try:
         for name in ("a", "b"):
-            config = generate_config(port=free_port(), namespaces=sorted(registry.namespaces()),
+            config = generate_config(port=free_port(), namespaces=broadcast_registry.namespaces(),
                                      redis=[r.address for r in redises],
                                      api_key=shared["http_api"]["key"],
                                      hmac_key=shared["client"]["token"]["hmac_secret_key"])

@@ -29,14 +29,16 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection, transaction
 
+from instant_signals import broadcast_failed
 from instant_signals import client as http_client
-from instant_signals import delivery
+from instant_signals.centrifugo_config import generate_config, write_config
+from instant_signals.delivery.outbox import Relay, partition_for
 from instant_signals.models import OutboxEntry
-from instant_signals.outbox import Relay, partition_for, write
+from instant_signals.reporting import stats
 from instant_signals.tokens import connection_token, subscription_token
-from instant_signals.server import CentrifugoProcess, free_port, generate_config, write_config
 from tests.conftest import ARTIFACTS, use_server
 from tests.live import LiveClient
+from tests.processes import CentrifugoProcess, free_port
 from tests.services import postgres_server, redis_server  # noqa: F401 - fixtures
 from tests.testapp.models import Note, Task
 
@@ -50,6 +52,14 @@ class Rollback(Exception):
     pass
 
 
+def put(commands, key=None, partitions=1):
+    """Outbox rows written by other code than ours: publish commands as they are."""
+    OutboxEntry.objects.bulk_create([
+        OutboxEntry(method="publish", payload=c,
+                    partition=partition_for(key or str(c.get("channel")), partitions))
+        for c in commands])
+
+
 def start_redis_centrifugo(binary, workdir, redis_url, **options) -> CentrifugoProcess:
     """Centrifugo on the Redis engine with room for the client to recover the whole outage.
 
@@ -57,9 +67,9 @@ def start_redis_centrifugo(binary, workdir, redis_url, **options) -> CentrifugoP
     (default 300) missed publications; past that the client is told ``recovered: false`` and
     must reload. The outage here spans ~350 events, so the limit is raised.
     """
-    from instant_signals.registry import registry
+    from instant_signals.registry import broadcast_registry
 
-    config = generate_config(port=free_port(), namespaces=sorted(registry.namespaces()),
+    config = generate_config(port=free_port(), namespaces=broadcast_registry.namespaces(),
                              redis=[redis_url], history_size=3000, **options)
     config["client"]["recovery_max_publication_limit"] = 5000
     path = write_config(workdir / "centrifugo.json", config)
@@ -142,8 +152,7 @@ def write_changes(owner, *, after_transaction, kill, restart, kill_after=900, do
 
 
 def assert_no_rolled_back_rows():
-    leaked = [row.id for row in OutboxEntry.objects.all()
-              if "rolled-back" in json.dumps(row.payload["data"]["data"]["fields"])]
+    leaked = [row.id for row in OutboxEntry.objects.all() if "rolled-back" in json.dumps(row.payload)]
     assert leaked == []
 
 
@@ -163,7 +172,7 @@ def check_received(live: LiveClient, channel: str, expected, timeout: float = 60
     per_object: dict[int, list[tuple[str, str]]] = defaultdict(list)
     for envelope in got:
         assert envelope["channel"] == channel
-        assert "rolled-back" not in json.dumps(envelope["data"]["fields"])
+        assert "rolled-back" not in json.dumps(envelope)  # in fields or in changed
         per_object[envelope["data"]["pk"]].append(
             (envelope["event_class"], envelope["data"]["fields"]["title"]))
     assert dict(per_object) == dict(expected)  # every object's events, each once, in order
@@ -172,15 +181,20 @@ def check_received(live: LiveClient, channel: str, expected, timeout: float = 60
 # -- unit-sized checks (SQLite) -------------------------------------------------------------
 
 @pytest.mark.django_db
-def test_partition_is_stable_per_object_and_spread():
-    def command(label, pk, channel="c"):
-        return {"channel": channel, "data": {"bucket": label, "data": {"model": label, "pk": pk}}}
-
-    first = partition_for(command("testapp.task", 1), 8)
-    assert all(partition_for(command("testapp.task", 1, ch), 8) == first for ch in "abcdef")
-    assert len({partition_for(command("testapp.task", pk), 8) for pk in range(100)}) == 8
-    assert partition_for(command("testapp.task", 1), 1) == 0
-    assert partition_for({"channel": "news", "data": {"message": "hi"}}, 8) in range(8)
+def test_partition_is_stable_per_object_and_spread(settings, django_user_model):
+    settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "DELIVERY": "outbox",
+                                "OUTBOX_PARTITIONS": 8}
+    owner = django_user_model.objects.create_user("o")
+    tasks = [Task.objects.create(title=f"t{n}", owner=owner) for n in range(100)]
+    for task in tasks[:10]:
+        task.title += "!"
+        task.save()
+    by_object = defaultdict(set)
+    for row in OutboxEntry.objects.all():
+        by_object[row.payload["data"]["bucket"], row.payload["data"]["data"]["pk"]].add(row.partition)
+    assert all(len(parts) == 1 for parts in by_object.values())  # 3 channels, 2 events: 1 place
+    assert len({p for parts in by_object.values() for p in parts}) == 8  # spread over all
+    assert partition_for("testapp.task:1", 1) == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -203,14 +217,12 @@ def test_rows_are_written_in_the_transaction(settings):
     assert row.method == "publish"
     assert set(row.payload) == {"channel", "data", "idempotency_key"}
     assert row.payload["idempotency_key"] == row.payload["data"]["id"]
-    assert row.partition == partition_for(row.payload, PARTITIONS)
+    assert row.partition == partition_for(f"testapp.note:{note.pk}", PARTITIONS)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_poison_rows_are_dropped_and_reported_the_rest_delivered(centrifugo, live_client):
     """Rows Centrifugo can never accept must not block their partition."""
-    from instant_signals.signals import broadcast_failed
-
     live = live_client(connection_token(None))
     live.subscribe("news")
     reported = []
@@ -220,13 +232,13 @@ def test_poison_rows_are_dropped_and_reported_the_rest_delivered(centrifugo, liv
 
     broadcast_failed.connect(receiver, weak=False)
     try:
-        write([{"channel": "news", "data": {"n": 1}, "idempotency_key": "a1"},
-               {"channel": "nowhere:1", "data": {"n": 2}, "idempotency_key": "a2"},  # 102
-               {"channel": "news", "data": {"n": 3}, "idempotency_key": "a3"}])
+        put([{"channel": "news", "data": {"n": 1}, "idempotency_key": "a1"},
+             {"channel": "nowhere:1", "data": {"n": 2}, "idempotency_key": "a2"},  # 102
+             {"channel": "news", "data": {"n": 3}, "idempotency_key": "a3"}])
         OutboxEntry.objects.create(method="nosuch", payload={"channel": "news"})  # 104
         # A row written by other code: Centrifugo cannot decode the whole /batch (HTTP 400).
         OutboxEntry.objects.create(method="publish", payload={"channel": 5, "data": {"n": 4}})
-        write([{"channel": "news", "data": {"n": 5}, "idempotency_key": "a5"}])
+        put([{"channel": "news", "data": {"n": 5}, "idempotency_key": "a5"}])
         result = Relay(batch_size=10).run_once()
     finally:
         broadcast_failed.disconnect(receiver)
@@ -240,7 +252,7 @@ def test_poison_rows_are_dropped_and_reported_the_rest_delivered(centrifugo, liv
 def test_relay_command_once_reports_an_outage_and_keeps_rows(settings):
     settings.CENTRIFUGO_API_URL = "http://127.0.0.1:9/api"  # nothing listens on port 9
     http_client.close_session()
-    write([{"channel": "news", "data": {"n": 1}, "idempotency_key": "b1"}])
+    put([{"channel": "news", "data": {"n": 1}, "idempotency_key": "b1"}])
     from django.core.management.base import CommandError
 
     with pytest.raises(CommandError, match="not delivered"):
@@ -252,7 +264,7 @@ def test_relay_command_once_reports_an_outage_and_keeps_rows(settings):
 def test_wrong_api_key_keeps_every_row(centrifugo, settings):
     """A refusal of the whole request is not the rows' fault: nothing is dropped."""
     settings.CENTRIFUGO_API_KEY = "wrong"
-    write([{"channel": "news", "data": {"n": n}, "idempotency_key": f"k{n}"} for n in range(3)])
+    put([{"channel": "news", "data": {"n": n}, "idempotency_key": f"k{n}"} for n in range(3)])
     relay = Relay(batch_size=2, backoff=10)
     result = relay.run_once()
     assert (result.sent, result.dropped, list(result.failed_partitions)) == (0, 0, [0])
@@ -264,7 +276,7 @@ def test_wrong_api_key_keeps_every_row(centrifugo, settings):
 def test_relay_command_loop_delivers_and_stops(centrifugo, live_client):
     live = live_client(connection_token(None))
     live.subscribe("news")
-    write([{"channel": "news", "data": {"n": n}, "idempotency_key": f"c{n}"} for n in range(5)])
+    put([{"channel": "news", "data": {"n": n}, "idempotency_key": f"c{n}"} for n in range(5)])
     call_command("relay_outbox", "--interval", "0.05", "--batch-size", "2", "--max-passes", "5")
     assert [d["n"] for d in live.wait_for(5)] == [0, 1, 2, 3, 4]
     assert OutboxEntry.objects.count() == 0
@@ -299,11 +311,11 @@ def test_sqlite_relay_survives_centrifugo_sigkill(redis_centrifugo, settings):
         # SIGKILL Centrifugo while the relay is sending that backlog, 50 rows per request:
         # once 200 rows went through, the rest of the batches are cut off.
         backlog.append(OutboxEntry.objects.count())
-        start = delivery.stats["published"]
+        start = stats["published"]
 
         def killer():
             deadline = time.monotonic() + 30
-            while delivery.stats["published"] < start + 200 and time.monotonic() < deadline:
+            while stats["published"] < start + 200 and time.monotonic() < deadline:
                 time.sleep(0.001)
             server.stop(kill=True)
 
@@ -325,7 +337,7 @@ def test_sqlite_relay_survives_centrifugo_sigkill(redis_centrifugo, settings):
         check_received(live, channel, expected)
         (ARTIFACTS / "outbox-sqlite.json").write_text(json.dumps({
             "events": 2000, "rows_before_and_after_kill": backlog,
-            "failed_relay_passes": len(failed_passes), "stats": dict(delivery.stats)}))
+            "failed_relay_passes": len(failed_passes), "stats": stats.snapshot()}))
     finally:
         live.close()
 
@@ -374,8 +386,8 @@ def test_pg_child_trigger_notifies_partition():
     with psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"],
                          autocommit=True) as listener:
         listener.execute("LISTEN instant_signals_outbox")
-        write([{"channel": "news", "data": {"bucket": "x.y", "data": {"pk": 7}},
-                "idempotency_key": "n1"}])
+        put([{"channel": "news", "data": {"bucket": "x.y", "data": {"pk": 7}},
+              "idempotency_key": "n1"}])
         payloads = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
     assert payloads == [str(OutboxEntry.objects.get().partition)]
 
@@ -420,15 +432,17 @@ def test_pg_child_two_relays_never_send_a_row_twice(centrifugo_binary, tmp_path,
     What Centrifugo published is read back from the channel's history (server API), so the
     check does not depend on a websocket client keeping up.
     """
-    config = generate_config(port=free_port(), namespaces=["race"], history_size=5000)
+    config = generate_config(port=free_port(), namespaces={"race": {"public": True}},
+                             history_size=5000)
     server = CentrifugoProcess(centrifugo_binary,
                                write_config(tmp_path / "centrifugo.json", config)).start()
     use_server(settings, server)
     settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "OUTBOX_PARTITIONS": PARTITIONS}
     rows = 2000
-    write([{"channel": "race:1", "idempotency_key": f"r{n}",
-            "data": {"bucket": "x.obj", "data": {"pk": n % 37}, "n": n}}  # 37 "objects"
-           for n in range(rows)])
+    for n in range(rows):  # 37 "objects", each in its partition
+        put([{"channel": "race:1", "idempotency_key": f"r{n}",
+              "data": {"bucket": "x.obj", "data": {"pk": n % 37}, "n": n}}],
+            key=f"x.obj:{n % 37}", partitions=PARTITIONS)
     totals, errors = [], []
 
     def run():
@@ -476,7 +490,7 @@ def test_durable_mode_never_commits_a_change_without_its_event(settings):
         raise RuntimeError("user code failed")
 
     settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "DELIVERY": "outbox"}
-    broadcast_registry.register(Plain, channels=["plain"], condition=broken)
+    broadcast_registry.register(Plain, channels=["plain"], fields=["name"], condition=broken)
     try:
         with pytest.raises(RuntimeError, match="user code failed"):
             with transaction.atomic():

@@ -382,3 +382,30 @@ def test_refresh_from_db_refreshes_previous_values():
     with capture_broadcasts() as published:
         note.save()
     assert published[0]["data"]["changed"] == {"title": "c"}
+
+
+def test_snapshot_of_a_rolled_back_save_is_not_used_later(plain_registered):
+    """A save rolled back with its savepoint, or its whole transaction: the next transaction's
+    event compares with what the database holds, not with the instance's last save."""
+    row = Plain.objects.create(name="v1")
+    row = Plain.objects.get(pk=row.pk)
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                row.name = "savepoint rolled back"
+                row.save()
+                raise RuntimeError
+        except RuntimeError:
+            pass
+    try:
+        with transaction.atomic():
+            row.name = "transaction rolled back"
+            row.save()
+            raise RuntimeError
+    except RuntimeError:
+        pass
+    with capture_broadcasts() as published:
+        row.name = "v2"
+        row.save()
+    assert [(p["data"]["fields"]["name"], p["data"]["changed"]) for p in published] == [
+        ("v2", {"name": "v1"})]

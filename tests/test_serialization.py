@@ -48,15 +48,21 @@ def test_changed_values_are_json_safe_too():
 
 @pytest.mark.parametrize("name, secret", [
     ("password", True), ("api_key", True), ("secret", True), ("access_token", True),
-    ("user_passwd", True), ("title", False), ("KEY", True), ("api_keys", True),
-    ("refreshToken", True), ("passwords", True), ("monkey", True),  # safe false positive
+    ("user_passwd", True), ("KEY", True), ("api_keys", True), ("refreshToken", True),
+    ("passwords", True), ("apiKey", True),
+    # the names the security review saw reach anonymous clients
+    ("pin", True), ("otp_seed", True), ("ssn", True), ("pwd_hash", True), ("salt", True),
+    ("credentials", True), ("passphrase", True), ("private_note", True), ("cardCVV", True),
+    # words that merely contain a secret word are not secrets
+    ("title", False), ("monkey", False), ("shipping", False), ("spinner", False),
+    ("keyboard", False), ("pinned", False), ("author", False), ("saltwater_fish", False),
 ])
 def test_secret_names(name, secret):
     assert is_secret(name) is secret
 
 
 def test_secret_field_broadcast_when_listed_explicitly():
-    broadcast_registry.register(Plain, channels=["p"])
+    broadcast_registry.register(Plain, channels=["p"], fields="__all__")
     broadcast_registry.register(Plain, channels=["q"], fields=["id", "secret"])
     try:
         with capture_broadcasts() as published:

@@ -84,19 +84,24 @@ def test_login_returns_tokens_and_logs_in(client, ann, channels, settings):
     assert set(body) == {"csrf_token", "ws_token", "ws_url", "channels"}
     claims = jwt.decode(body["ws_token"], settings.CENTRIFUGO_HMAC_KEY, algorithms=["HS256"])
     assert claims["sub"] == str(ann.pk)
-    assert [(c["name"], c["level"]) for c in body["channels"]] == [("$users", "users"), ("public", "public")]
+    # Channel rows, the declared public channels, and ann's own "$user:{owner_id}" channel
+    assert [(c["name"], c["level"]) for c in body["channels"]] == [
+        (f"$user:{ann.pk}", "owner"), ("$users", "users"), ("items", "public"),
+        ("notes", "public"), ("public", "public"), ("tasks", "public")]
     for channel in body["channels"]:
         sub = jwt.decode(channel["token"], settings.CENTRIFUGO_HMAC_KEY, algorithms=["HS256"])
         assert sub == {**sub, "sub": str(ann.pk), "channel": channel["name"]}
     again = client.get("/instant/get_token/").json()
-    assert [c["name"] for c in again["channels"]] == ["$users", "public"]
+    assert [c["name"] for c in again["channels"]] == [c["name"] for c in body["channels"]]
+    assert again["channels"] and again["channels"] == [
+        {**c, "token": again["channels"][i]["token"]} for i, c in enumerate(body["channels"])]
 
 
 def test_logout_then_anonymous(client, ann, channels):
     client.force_login(ann)
     assert client.post("/instant/logout/").json() == {"ok": True}
     body = client.get("/instant/get_token/").json()
-    assert [c["name"] for c in body["channels"]] == ["public"]
+    assert [c["name"] for c in body["channels"]] == ["items", "notes", "public", "tasks"]
 
 
 def test_ws_url_from_settings(client, settings):
@@ -110,6 +115,42 @@ def test_ws_url_from_settings(client, settings):
 
 def test_get_token_by_post(client, channels):
     assert client.post("/instant/get_token/").status_code == 200
+
+
+@pytest.mark.parametrize("url", ["/instant/get_token/", "/instant/login/",
+                                 "/instant/subscribe/", "/instant/logout/"])
+def test_token_answers_are_never_cached(client, ann, url):
+    response = client.post(url, {"username": "ann", "password": "secret-pw", "channel": "public"},
+                           content_type="application/json")
+    assert "no-store" in response["Cache-Control"] and "private" in response["Cache-Control"]
+
+
+def test_login_view_can_be_switched_off(client, ann, settings):
+    settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "LOGIN_VIEW": False}
+    body = assert_json_error(client.post("/instant/login/",
+                                         {"username": "ann", "password": "secret-pw"},
+                                         content_type="application/json"), 404)
+    assert body["error"] == "login_disabled"
+    client.force_login(ann)  # the site's own login: tokens follow the session
+    claims = jwt.decode(client.get("/instant/get_token/").json()["ws_token"],
+                        settings.CENTRIFUGO_HMAC_KEY, algorithms=["HS256"])
+    assert claims["sub"] == str(ann.pk)
+
+
+def test_list_form_is_capped(client, settings):
+    settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "SUBSCRIBE_MAX_CHANNELS": 3}
+    names = ["public", "tasks", "notes"]
+    assert len(client.post("/instant/subscribe/", {"channels": names},
+                           content_type="application/json").json()["channels"]) == 2
+    body = assert_json_error(client.post("/instant/subscribe/", {"channels": names + ["items"]},
+                                         content_type="application/json"), 400)
+    assert "at most 3" in body["detail"]
+
+
+def test_missing_hmac_key_is_a_json_503(client, settings):
+    del settings.CENTRIFUGO_HMAC_KEY
+    body = assert_json_error(client.get("/instant/get_token/"), 503)
+    assert "CENTRIFUGO_HMAC_KEY is not set" in body["detail"]
 
 
 @pytest.mark.parametrize("payload, status", [

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from ..declarations import Change, Declaration, Seen
-from ..transactions import FinalHook, Segment, savepoint_state
+from ..transactions import FinalHook, Segment, current_segment, start_new_segment
 
 _ATTR = "_instant_signals_buffer"
 
@@ -52,12 +52,14 @@ class Buffer:
     def forget(conn: BaseDatabaseWrapper) -> None:
         """Start afresh with the next change (capture_broadcasts starts a new block)."""
         setattr(conn, _ATTR, None)
+        start_new_segment(conn)
 
     def add(self, conn: BaseDatabaseWrapper, change: Change) -> None:
-        segment = self.segment
-        if segment is None or segment.state != savepoint_state(conn):
-            segment = self.segment = Segment(conn)
-            self.final.move_to_end(conn)
+        segment = current_segment(conn)
+        assert segment is not None, "buffers exist inside transactions only"
+        if segment is not self.segment:
+            self.segment = segment
+            self.final.move_to_end(conn)  # after the new segment's marker
         row = self.rows.get(change.key)
         if row is None:
             row = self.rows[change.key] = _Row(change)
@@ -73,7 +75,7 @@ class Buffer:
         if row is None:
             return change.before
         for segment, after, _ in reversed(row.afters):
-            if segment.alive(conn):
+            if segment.alive():
                 return after
         return row.before
 
