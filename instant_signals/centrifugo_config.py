@@ -39,11 +39,13 @@ def generate_config(
     ``namespaces`` maps a namespace (``task`` for ``$task:42``) to ``{"public": bool,
     "presence": bool}``: only a namespace holding a public channel lets clients subscribe
     without a token (``$`` channels always need one). Channels without a namespace (``public``,
-    ``$staff``) accept token-less subscriptions to their public names. Every channel keeps a
-    history with recovery, so a reconnecting client catches up.
+    ``$staff``; the key ``""``) accept token-less subscriptions to their public names. Every
+    channel keeps a history with recovery, so a reconnecting client catches up.
     """
     recovery = {"history_size": history_size, "history_ttl": history_ttl,
                 "force_recovery": True}
+    namespaces = dict(namespaces or {})
+    bare = namespaces.pop("", {})
     config: dict[str, Any] = {
         "http_server": {"address": address, "port": port},
         "log": {"level": "info"},
@@ -59,9 +61,10 @@ def generate_config(
                 "allow_subscribe_for_client": True,
                 "allow_subscribe_for_anonymous": True,
                 **recovery,
+                **(_PRESENCE if bare.get("presence") else {}),
             },
             "namespaces": [_namespace(name, needs, recovery)
-                           for name, needs in sorted((namespaces or {}).items())],
+                           for name, needs in sorted(namespaces.items())],
         },
         "engine": {"type": "memory"},
     }
@@ -93,10 +96,13 @@ def _namespace(name: str, needs: dict[str, bool], recovery: dict[str, Any]) -> d
         **recovery,
     }
     if needs.get("presence"):
-        # Presence is for the channel's readers only (subscribers), with join/leave pushed.
-        options.update(presence=True, join_leave=True, force_push_join_leave=True,
-                       allow_presence_for_subscriber=True)
+        options.update(_PRESENCE)
     return options
+
+
+# Presence for the channel's readers only (its subscribers), with join/leave pushed to them.
+_PRESENCE = {"presence": True, "join_leave": True, "force_push_join_leave": True,
+             "allow_presence_for_subscriber": True}
 
 
 def write_private(path: str | os.PathLike[str], text: str) -> Path:

@@ -108,7 +108,8 @@ def _check_app_dict() -> list[CheckMessage]:
                             f"(connect, read) pair of them, not {timeout!r}.",
                             id="instant_signals.E009"))
     for key in ("CONNECTION_TOKEN_LIFETIME", "SUBSCRIPTION_TOKEN_LIFETIME", "BATCH_SIZE",
-                "MAX_PAYLOAD_BYTES", "OUTBOX_PARTITIONS", "SUBSCRIBE_MAX_CHANNELS"):
+                "MAX_PAYLOAD_BYTES", "OUTBOX_PARTITIONS", "SUBSCRIBE_MAX_CHANNELS",
+                "COLLECTION_MAX_ROWS"):
         item = value.get(key, conf.DEFAULTS[key])
         if not isinstance(item, int) or isinstance(item, bool) or item <= 0:
             errors.append(Error(f"INSTANT_SIGNALS['{key}'] must be a positive integer, "
@@ -156,6 +157,7 @@ def _check_centrifugo_config() -> list[CheckMessage]:
     channel = config.get("channel") if isinstance(config, dict) else None
     namespaces = {n.get("name"): n for n in (channel or {}).get("namespaces", [])
                   if isinstance(n, dict)}
+    namespaces[""] = (channel or {}).get("without_namespace") or {}
     messages: list[CheckMessage] = []
     for name, needs in sorted(broadcast_registry.namespaces().items()):
         found = namespaces.get(name)
@@ -167,15 +169,16 @@ def _check_centrifugo_config() -> list[CheckMessage]:
             continue
         opens = bool(found.get("allow_subscribe_for_client")
                      or found.get("allow_subscribe_for_anonymous"))
-        if opens and not needs["public"]:
+        if opens and not needs["public"] and name:
             messages.append(Warning(
                 f"Namespace {name!r} in {path} lets clients subscribe without a token, but every "
                 f"declared channel in it is private.", hint=FIX_CONFIG + ".",
                 id="instant_signals.W012"))
         if needs["presence"] and not found.get("presence"):
             messages.append(Warning(
-                f"@broadcast(presence=True) channels of namespace {name!r} need presence, which "
-                f"{path} does not enable.", hint=FIX_CONFIG + ".", id="instant_signals.W013"))
+                f"@broadcast(presence=True) channels of namespace {name or '(none)'!r} need "
+                f"presence, which {path} does not enable.", hint=FIX_CONFIG + ".",
+                id="instant_signals.W013"))
     return messages
 
 

@@ -42,6 +42,8 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_VIEW": True,
     # Most channels the list form of subscribe/ signs in one request (more: HTTP 400).
     "SUBSCRIBE_MAX_CHANNELS": 100,
+    # Most rows collection/ returns per declaration of a channel.
+    "COLLECTION_MAX_ROWS": 1000,
     # The Centrifugo config installws writes and the system checks compare with the registry
     # (None: <BASE_DIR>/.centrifugo/config.json).
     "CENTRIFUGO_CONFIG": None,

@@ -34,6 +34,8 @@ Router = Callable[[models.Model, str], Iterable[str]]
 Condition = Callable[[models.Model, str], bool]
 Serializer = Callable[[models.Model], dict[str, Any]]
 Authorize = Union[str, Callable[..., bool]]
+#: ``queryset(request, **placeholders)``: the rows of one channel for the initial load.
+QuerysetHook = Callable[..., "models.QuerySet[Any]"]
 
 if TYPE_CHECKING:
     from typing_extensions import Required, TypedDict
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
         level: str
         skip_unchanged: bool
         presence: bool
+        queryset: QuerysetHook
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,7 @@ class Declaration:
     level: str | None
     skip_unchanged: bool
     presence: bool
+    queryset: QuerysetHook | None = None
     source: str = "code"  # "code" or "settings"
     #: attnames whose previous values are needed; all concrete fields when a callable is used
     tracked: tuple[str, ...] = ()
@@ -188,6 +192,37 @@ class Declaration:
         """String rule whose channels do not carry the owner (access follows the row's owner)."""
         return isinstance(self.authorize, str) and any(
             not t.is_static and self.authorize not in t.attnames for t in self.templates)
+
+    # -- the initial load of a channel -------------------------------------------------------------
+    def template_of(self, name: str) -> tuple[ChannelTemplate, dict[str, str]] | None:
+        """The template that makes channel ``name``, with its placeholder values."""
+        for template in self.templates:
+            params = template.match(name)
+            if params is not None:
+                return template, params
+        return None
+
+    def rows(self, request: Any, name: str, limit: int) -> list[tuple[Any, dict[str, Any]]]:
+        """(pk, view) of the rows visible in channel ``name`` now, as its events show them.
+
+        The ``queryset(request, **placeholders)`` hook (default: the placeholders as filters,
+        ``model._default_manager.filter(owner_id=..)``) gives the candidates; ``condition`` and
+        routing then decide, as for events, so a row is listed only where an event would go."""
+        found = self.template_of(name)
+        if found is None:
+            return []
+        template, params = found
+        if self.queryset is not None:
+            candidates = self.queryset(request, **params)
+        else:
+            candidates = self.model._default_manager.filter(
+                **dict(zip(template.attnames, params.values())))
+        out = []
+        for instance in candidates[:limit]:
+            seen = self.seen(instance, UPDATED)
+            if name in seen.channels:
+                out.append((pk_of(instance), seen.fields))
+        return out
 
     # -- readers ----------------------------------------------------------------------------------
     def may_read(self, user: Any, name: str) -> bool | None:
@@ -308,6 +343,7 @@ def declare(
     level: str | None = None,
     skip_unchanged: bool = False,
     presence: bool = False,
+    queryset: QuerysetHook | None = None,
     source: str = "code",
 ) -> Declaration:
     """Validate options and freeze them; every mistake is an ``ImproperlyConfigured`` that says
@@ -366,6 +402,8 @@ def declare(
         raise fail(f"events must be some of {sorted(EVENTS)}, not {events!r}")
     if condition is not None and not callable(condition):
         raise fail("condition must be callable (instance, event) -> bool")
+    if queryset is not None and not callable(queryset):
+        raise fail("queryset must be callable (request, **placeholders) -> QuerySet")
 
     # Readers
     if level is not None and level not in levels.DECLARABLE:
@@ -398,8 +436,8 @@ def declare(
         model=model, label=label, templates=templates, router=router, attnames=attnames,
         dropped_secrets=dropped, serializer=serializer, events=chosen_events,
         condition=condition, authorize=authorize_attname or authorize, level=level,
-        skip_unchanged=bool(skip_unchanged), presence=bool(presence), source=source,
-        tracked=tracked, static_names=static)
+        skip_unchanged=bool(skip_unchanged), presence=bool(presence), queryset=queryset,
+        source=source, tracked=tracked, static_names=static)
 
 
 def _check_authorize(model: type[models.Model], authorize: Any,

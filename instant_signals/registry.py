@@ -168,16 +168,22 @@ class BroadcastRegistry:
 
     def namespaces(self) -> dict[str, dict[str, bool]]:
         """Centrifugo namespaces the declared channels need, with ``public`` (a channel in it is
-        readable without a token) and ``presence``."""
+        readable without a token) and ``presence``. Channels without a namespace are under ""."""
         out: dict[str, dict[str, bool]] = {}
         for declaration in self.declarations():
             for template in declaration.templates:
-                if template.namespace is None:
-                    continue
-                needs = out.setdefault(template.namespace, {"public": False, "presence": False})
+                needs = out.setdefault(template.namespace or "",
+                                       {"public": False, "presence": False})
                 needs["public"] |= not template.private
                 needs["presence"] |= declaration.presence
         return out
+
+    def declaration_of(self, name: str) -> Declaration | None:
+        """The declaration whose channel templates make channel ``name`` (the first one)."""
+        for declaration in self.declarations():
+            if declaration.template_of(name) is not None:
+                return declaration
+        return None
 
     def templates(self) -> Iterator[tuple[Declaration, ChannelTemplate]]:
         for declaration in self.declarations():
@@ -233,13 +239,13 @@ def _declare(model: type[models.Model], options: dict[str, Any],
 
 
 OPTIONS = ("channels", "fields", "exclude", "serializer", "serializer_class", "events",
-           "condition", "authorize", "level", "skip_unchanged", "presence")
+           "condition", "authorize", "level", "skip_unchanged", "presence", "queryset")
 
 
 def _import_callables(options: dict[str, Any]) -> dict[str, Any]:
     """Settings give callables as dotted paths ("myapp.rules.can_read_task")."""
     options = dict(options)
-    for name in ("condition", "serializer", "serializer_class"):
+    for name in ("condition", "serializer", "serializer_class", "queryset"):
         if isinstance(options.get(name), str):
             options[name] = import_string(options[name])
     for name in ("channels", "authorize"):

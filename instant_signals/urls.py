@@ -9,4 +9,5 @@ urlpatterns = [
     path("logout/", views.logout_view, name="logout"),
     path("get_token/", views.get_token_view, name="get_token"),
     path("subscribe/", views.subscribe_view, name="subscribe"),
+    path("collection/", views.collection_view, name="collection"),
 ]

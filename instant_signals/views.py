@@ -26,6 +26,9 @@ from django.views.decorators.csrf import csrf_exempt
 from . import conf, tokens
 from .access import can_read, disconnect_user, readable_channels
 from .channels import validate_channel
+from .exceptions import CentrifugoError
+from .registry import broadcast_registry
+from .streams import stream_position
 
 View = Callable[..., HttpResponse]
 
@@ -189,3 +192,33 @@ def _subscribe_many(request: HttpRequest, names: list[str]) -> JsonResponse:
         if can_read(request.user, name):
             granted.append({"channel": name, "token": tokens.subscription_token(request.user, name)})
     return JsonResponse({"channels": granted})
+
+
+@_json_view(("GET",))
+def collection_view(request: HttpRequest) -> HttpResponse:
+    """``?channel=<name>`` → the rows visible in a declared channel, with the stream position
+    read before them: ``{"channel", "offset", "epoch", "rows": [{"model", "pk", "fields"}]}``.
+
+    A client subscribes ``since`` that position and applies the events to the rows: an event
+    committed between the load and the subscription is neither missed nor lost. At most
+    ``COLLECTION_MAX_ROWS`` rows per declaration (a ``queryset`` hook orders and filters them).
+    """
+    name = request.GET.get("channel", "")
+    try:
+        validate_channel(name)
+    except ValueError as exc:
+        return error(400, "bad_request", f'"channel": {exc}')
+    if not can_read(request.user, name):
+        return error(403, "channel_not_allowed", f"you may not read {name!r}")
+    declarations = [d for d in broadcast_registry.declarations() if d.template_of(name)]
+    if not declarations:
+        return error(404, "not_a_collection",
+                     f"{name!r} is not a channel declared with @broadcast")
+    try:
+        position = stream_position(name)  # before the rows: a lower bound
+    except CentrifugoError as exc:
+        return error(503, "centrifugo_unavailable", f"cannot read the stream position: {exc}")
+    limit = int(conf.app_setting("COLLECTION_MAX_ROWS"))
+    rows = [{"model": d.label, "pk": pk, "fields": fields}
+            for d in declarations for pk, fields in d.rows(request, name, limit)]
+    return JsonResponse({"channel": name, **position, "rows": rows})

@@ -154,7 +154,8 @@ def test_settings_with_dotted_paths_and_several_declarations(settings):
     first, second = reg.declarations(Plain)
     assert first.attnames == ("name",)
     assert second.condition is only_named
-    assert reg.namespaces() == {"plain": {"public": False, "presence": False}}
+    assert reg.namespaces() == {"": {"public": True, "presence": False},  # "plain"
+                                "plain": {"public": False, "presence": False}}
     reg.unregister(Plain)
 
 
@@ -347,8 +348,8 @@ def test_stale_snapshot_after_a_rolled_back_savepoint_is_not_published(plain_reg
 
 def test_item_namespace_and_rules(django_user_model):
     namespaces = broadcast_registry.namespaces()
-    assert {"task", "user", "board"} <= set(namespaces)
-    assert not any(needs["public"] for needs in namespaces.values())
+    assert {"task", "user", "board", ""} <= set(namespaces)
+    assert not any(needs["public"] for name, needs in namespaces.items() if name)
     staff = django_user_model.objects.create_user("s", is_staff=True)
     plain = django_user_model.objects.create_user("p")
     assert broadcast_registry.may_read(staff, "$board:main")

@@ -150,7 +150,8 @@ class Command(BaseCommand):
         cc.write_config(config_path, config)
         cc.remember_binary(config_path, binary)
         self.check_config(binary, config_path)
-        self.stdout.write(f"Wrote {config_path} (namespaces: {', '.join(sorted(namespaces)) or 'none'}; "
+        listed = ", ".join(sorted(n for n in namespaces if n)) or "none"
+        self.stdout.write(f"Wrote {config_path} (namespaces: {listed}; "
                           f"engine: {config['engine']['type']}"
                           f"{'; outbox consumer' if options['outbox_dsn'] else ''}).")
 
