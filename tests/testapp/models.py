@@ -75,3 +75,21 @@ class Plain(models.Model):
     name = models.CharField(max_length=50)
     code = models.IntegerField(default=0)
     secret = models.CharField(max_length=50, blank=True)
+
+
+class Doc(models.Model):
+    """Never registered by a decorator: the security property tests declare it at run time in
+    generated ways. ``pin`` looks secret; ``slug`` is unique; (status, title) unique together."""
+
+    title = models.CharField(max_length=50)
+    body = models.TextField(blank=True)
+    status = models.CharField(max_length=10, default="a")
+    score = models.IntegerField(default=0)
+    published = models.BooleanField(default=False)
+    pin = models.CharField(max_length=10, blank=True)
+    slug = models.CharField(max_length=50, unique=True, null=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL,
+                              related_name="docs")
+
+    class Meta:
+        unique_together = [("status", "title")]
