@@ -26,6 +26,7 @@ from django.db import DatabaseError, connections, models, transaction
 from . import levels, tracking
 from .channels import ChannelTemplate, attname_of, is_private, validate_channel
 from .envelope import CREATED, DELETED, EVENTS, UPDATED
+from .html import build_options
 from .serialization import ALL_FIELDS, drf_serializer, field_view, json_safe, select_fields
 
 logger = logging.getLogger("instant_signals")
@@ -55,6 +56,12 @@ if TYPE_CHECKING:
         skip_unchanged: bool
         presence: bool
         queryset: QuerysetHook
+        template: str
+        render: Callable[[dict[str, Any]], str]
+        target: str | Callable[[dict[str, Any]], str]
+        container: str | Callable[[dict[str, Any]], str]
+        insert: str
+        refresh: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +114,8 @@ class Declaration:
     skip_unchanged: bool
     presence: bool
     queryset: QuerysetHook | None = None
+    #: html.HtmlOptions when the declaration publishes HTML fragments or refreshes
+    html: Any = None
     source: str = "code"  # "code" or "settings"
     #: attnames whose previous values are needed; all concrete fields when a callable is used
     tracked: tuple[str, ...] = ()
@@ -344,6 +353,12 @@ def declare(
     skip_unchanged: bool = False,
     presence: bool = False,
     queryset: QuerysetHook | None = None,
+    template: str | None = None,
+    render: Callable[[dict[str, Any]], str] | None = None,
+    target: Any = None,
+    container: Any = None,
+    insert: str | None = None,
+    refresh: bool = False,
     source: str = "code",
 ) -> Declaration:
     """Validate options and freeze them; every mistake is an ``ImproperlyConfigured`` that says
@@ -404,6 +419,12 @@ def declare(
         raise fail("condition must be callable (instance, event) -> bool")
     if queryset is not None and not callable(queryset):
         raise fail("queryset must be callable (request, **placeholders) -> QuerySet")
+    try:
+        html = build_options(model, None if serializer is not None else attnames,
+                             template=template, render=render, target=target,
+                             container=container, insert=insert, refresh=refresh)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
 
     # Readers
     if level is not None and level not in levels.DECLARABLE:
@@ -437,7 +458,7 @@ def declare(
         dropped_secrets=dropped, serializer=serializer, events=chosen_events,
         condition=condition, authorize=authorize_attname or authorize, level=level,
         skip_unchanged=bool(skip_unchanged), presence=bool(presence), queryset=queryset,
-        source=source, tracked=tracked, static_names=static)
+        html=html, source=source, tracked=tracked, static_names=static)
 
 
 def _check_authorize(model: type[models.Model], authorize: Any,
@@ -453,8 +474,8 @@ def _check_authorize(model: type[models.Model], authorize: Any,
                    '"$task:{pk}"; with a callable router, readers come from Channel rows')
     attname = attname_of(model, authorize, "@broadcast authorize")
     for template in templates:
-        if template.is_static or attname in template.attnames:
-            continue
+        if template.is_static or not template.private or attname in template.attnames:
+            continue  # (a public template with a rule is refused with its own message)
         if not _identifies_one_row(model, template.attnames):
             raise fail(
                 f"{template.template!r} with authorize={authorize!r}: "
