@@ -23,6 +23,7 @@ class _Recorder(SubscriptionEventHandler):
     async def on_unsubscribed(self, ctx: Any) -> None:
         with self.owner.lock:
             self.owner.unsubscribed[self.channel] = (ctx.code, ctx.reason)
+            self.owner.unsubscribed_at[self.channel] = time.monotonic()
 
 
 class _ClientEvents(ClientEventHandler):
@@ -31,6 +32,14 @@ class _ClientEvents(ClientEventHandler):
 
     async def on_disconnected(self, ctx: Any) -> None:
         self.owner.disconnects.append((ctx.code, ctx.reason))
+        self.owner.disconnected_at.append(time.monotonic())
+
+    async def on_connecting(self, ctx: Any) -> None:
+        """Also a disconnect, when the server ends the connection with a code that asks the
+        client to reconnect (3000-3499)."""
+        if ctx.code >= 3000:
+            self.owner.disconnects.append((ctx.code, ctx.reason))
+            self.owner.disconnected_at.append(time.monotonic())
 
     async def on_error(self, ctx: Any) -> None:
         self.owner.errors.append(ctx.error)
@@ -42,7 +51,9 @@ class LiveClient:
     def __init__(self, ws_url: str, token: str = ""):
         self.received: list[tuple[str, Any]] = []
         self.unsubscribed: dict[str, tuple[int, str]] = {}
+        self.unsubscribed_at: dict[str, float] = {}  # time.monotonic() of each unsubscribe
         self.disconnects: list[tuple[int, str]] = []
+        self.disconnected_at: list[float] = []
         self.errors: list[Any] = []
         self.lock = threading.Lock()
         self.loop = asyncio.new_event_loop()
