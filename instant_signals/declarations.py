@@ -350,7 +350,7 @@ def declare(
     condition: Condition | None = None,
     authorize: Authorize | None = None,
     level: str | None = None,
-    skip_unchanged: bool = False,
+    skip_unchanged: bool | None = None,
     presence: bool = False,
     queryset: QuerysetHook | None = None,
     template: str | None = None,
@@ -425,6 +425,8 @@ def declare(
                              container=container, insert=insert, refresh=refresh)
     except ValueError as exc:
         raise fail(str(exc)) from None
+    if skip_unchanged is None:  # (default) an unchanged view renders the same fragment
+        skip_unchanged = html is not None
 
     # Readers
     if level is not None and level not in levels.DECLARABLE:

@@ -239,13 +239,14 @@ def _declare(model: type[models.Model], options: dict[str, Any],
 
 
 OPTIONS = ("channels", "fields", "exclude", "serializer", "serializer_class", "events",
-           "condition", "authorize", "level", "skip_unchanged", "presence", "queryset")
+           "condition", "authorize", "level", "skip_unchanged", "presence", "queryset",
+           "template", "render", "target", "container", "insert", "refresh")
 
 
 def _import_callables(options: dict[str, Any]) -> dict[str, Any]:
     """Settings give callables as dotted paths ("myapp.rules.can_read_task")."""
     options = dict(options)
-    for name in ("condition", "serializer", "serializer_class", "queryset"):
+    for name in ("condition", "serializer", "serializer_class", "queryset", "render"):
         if isinstance(options.get(name), str):
             options[name] = import_string(options[name])
     for name in ("channels", "authorize"):

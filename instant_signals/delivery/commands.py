@@ -31,12 +31,19 @@ def commands_for(changes: Iterable[Change]) -> Iterator[Command]:
     """The commands of ``changes``, in order. A publication that is not JSON or too large is
     reported as failed here and left out; the others go on."""
     site = conf.site_name()
+    html_batch = None  # fragments and refresh signals of these changes (instant_signals.html)
     for change in changes:
         declaration = change.declaration
         for user_id, channel in declaration.revocations(change.before, change.after):
             params = {"channel": channel, "user": user_id}
             yield Command("unsubscribe", params,
                           '{"unsubscribe":' + json.dumps(params, separators=(",", ":")) + "}")
+        if declaration.html is not None:
+            if html_batch is None:
+                from ..html import Batch
+                html_batch = Batch(site)
+            yield from html_batch.commands(change)
+            continue
         ids: dict[str, str] = {}
         for publication in declaration.publications(change.before, change.after):
             event_id = ids.get(publication.event)

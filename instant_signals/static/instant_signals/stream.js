@@ -1,0 +1,384 @@
+// <instant-stream>: server-rendered HTML from instant_signals, applied live to a Turbo 8 or an
+// htmx 2 page.
+//
+//   {% include "instant_signals/importmap.html" %}      (maps centrifuge, @hotwired/turbo, htmx.org)
+//   <script type="module" src="{% static 'instant_signals/stream.js' %}"></script>
+//   <script type="module">import "@hotwired/turbo";</script>              (a Turbo page), or
+//   <script type="module">import htmx from "htmx.org"; window.htmx = htmx;</script>  (htmx)
+//
+//   <instant-stream channel="tasks" format="turbo"></instant-stream>
+//   <instant-stream channel="$user:{{ user.pk }}" format="htmx"></instant-stream>
+//
+// The element subscribes to `channel` with the app's tokens (instant.js: get_token/ and
+// subscribe/ under `endpoint`, default "/instant/") and applies what @broadcast(template=...,
+// or refresh=True) publishes there:
+// - fragments, {action: append|prepend|replace|remove, target, html}: format="turbo" renders
+//   them as a <turbo-stream> with Turbo.renderStreamMessage; format="htmx" as an htmx
+//   out-of-band swap (hx-swap-oob) through htmx.swap. An append whose element is already on the
+//   page replaces it (a tab that got its own change twice shows it once).
+// - refresh signals: debounced (below), then the cancelable DOM event "instant:refresh"
+//   (bubbles); with format="turbo" its default is a Turbo 8 page refresh (morphed with
+//   <meta name="turbo-refresh-method" content="morph">); with htmx, listen to it, e.g.
+//   <div hx-get="/tasks/" hx-trigger="instant:refresh from:body" hx-swap="outerHTML">.
+//
+// Debounce (per channel, for every process and transaction publishing there): a refresh starts
+// `refresh-wait` ms (200) after a signal, at the latest `refresh-interval` ms (1000) after the
+// first signal not yet refreshed, never sooner than `refresh-interval` after the previous
+// refresh started, and never while a Turbo visit runs; a signal that arrives during a refresh
+// leads to one more. So the page always ends on a refresh that started after the last signal,
+// and signals arriving over T ms cause at most ceil((T - wait) / interval) + 1 refreshes.
+//
+// Own changes: a signal carrying the request id of one of this tab's requests is ignored: Turbo 8
+// sends X-Turbo-Request-Id with its fetches (Turbo.session.recentRequests); this module adds
+// X-Instant-Request-Id to every htmx request, and requestHeaders() gives one for your fetch().
+// The server reads them with instant_signals.html.RequestIdMiddleware.
+//
+// Attributes: channel (required), format ("turbo" | "htmx", default "turbo"), endpoint,
+// refresh-wait, refresh-interval. Reflected: state ("connecting", "subscribed", "denied",
+// "error"). Events on the element: "instant:before-stream" (cancelable; detail {action,
+// target, html, data}) before a fragment is applied, "instant:refresh" (cancelable; detail
+// {channel}). element.stats: {publications, applied, signals, ignored, refreshes, firstSignal,
+// lastSignal} of the element's channel on this page.
+
+import { Instant } from "./instant.js";
+
+export const REQUEST_ID_HEADER = "X-Instant-Request-Id";
+const DEFAULT_ENDPOINT = "/instant/";
+const DEFAULT_WAIT = 200;
+const DEFAULT_INTERVAL = 1000;
+const VISIT_TIMEOUT = 10000;
+
+// ---- request ids of this tab ------------------------------------------------------------------
+
+class LimitedSet extends Set {
+  constructor(size) {
+    super();
+    this.size_ = size;
+  }
+
+  add(value) {
+    if (this.size >= this.size_) this.delete(this.values().next().value);
+    return super.add(value);
+  }
+}
+
+const ownRequestIds = new LimitedSet(200);
+
+function randomId() {
+  if (globalThis.crypto && crypto.randomUUID) return crypto.randomUUID();
+  return Array.from({ length: 4 }, () => Math.random().toString(36).slice(2, 10)).join("-");
+}
+
+/** A fresh request id of this tab (refresh signals carrying it are ignored here). */
+export function newRequestId() {
+  const id = randomId();
+  ownRequestIds.add(id);
+  return id;
+}
+
+/** Headers for your own fetch() calls: `fetch(url, {method: "POST", headers: requestHeaders()})`. */
+export function requestHeaders(headers = {}) {
+  return { ...headers, [REQUEST_ID_HEADER]: newRequestId() };
+}
+
+/** Whether a request id is one of this tab's (its htmx/fetch requests, or Turbo's). */
+export function isOwnRequest(id) {
+  if (!id) return false;
+  if (ownRequestIds.has(id)) return true;
+  const recent = window.Turbo && window.Turbo.session && window.Turbo.session.recentRequests;
+  return !!(recent && typeof recent.has === "function" && recent.has(id));
+}
+
+document.addEventListener("htmx:configRequest", (event) => {
+  if (event.detail && event.detail.headers) {
+    event.detail.headers[REQUEST_ID_HEADER] = newRequestId();
+  }
+});
+
+// ---- Turbo and htmx ---------------------------------------------------------------------------
+
+async function turbo() {
+  if (window.Turbo) return window.Turbo;
+  await import("@hotwired/turbo"); // sets window.Turbo
+  return window.Turbo;
+}
+
+async function htmxLibrary() {
+  if (window.htmx) return window.htmx;
+  const module = await import("htmx.org");
+  window.htmx = window.htmx || module.default;
+  return window.htmx;
+}
+
+const BUSY_SUBMISSION = ["requesting", "waiting", "receiving"];
+
+function turboBusy(Turbo) {
+  const navigator = Turbo.navigator || (Turbo.session && Turbo.session.navigator);
+  if (!navigator) return false;
+  const visit = navigator.currentVisit;
+  const submission = navigator.formSubmission;
+  return !!((visit && visit.state === "started") ||
+    (submission && BUSY_SUBMISSION.includes(submission.state)));
+}
+
+function nextEvent(types, timeout) {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      for (const type of types) document.removeEventListener(type, done);
+      resolve();
+    };
+    const timer = setTimeout(done, timeout);
+    for (const type of types) document.addEventListener(type, done);
+  });
+}
+
+/** A Turbo 8 page refresh (what <turbo-stream action="refresh"> does, without its debounce),
+ *  resolved when the page has been rendered again. It waits for a navigation or a form
+ *  submission in progress first: a refresh must not cut them short. */
+async function turboRefresh() {
+  const Turbo = await turbo();
+  for (let i = 0; i < 10 && turboBusy(Turbo); i++) {
+    await nextEvent(["turbo:load", "turbo:submit-end"], VISIT_TIMEOUT);
+    await new Promise((resolve) => setTimeout(resolve, 50)); // a form's visit starts after it
+  }
+  const loaded = nextEvent(["turbo:load"], VISIT_TIMEOUT);
+  Turbo.visit(window.location.href, { action: "replace", shouldCacheSnapshot: false });
+  await loaded;
+}
+
+function applyTurbo(Turbo, data) {
+  const stream = document.createElement("turbo-stream");
+  stream.setAttribute("action", data.action);
+  stream.setAttribute("target", data.target);
+  if (data.html != null) {
+    const template = document.createElement("template");
+    template.innerHTML = data.html;
+    stream.append(template);
+  }
+  Turbo.renderStreamMessage(stream.outerHTML);
+}
+
+function applyHtmx(htmx, data) {
+  const template = document.createElement("template");
+  template.innerHTML = data.html || "";
+  const root = template.content.firstElementChild;
+  let action = data.action;
+  let target = data.target;
+  if ((action === "append" || action === "prepend") && root && root.id &&
+      document.getElementById(root.id)) {
+    action = "replace"; // already on the page (e.g. from this tab's own response)
+    target = root.id;
+  }
+  const selector = "#" + CSS.escape(target);
+  let oob;
+  if (action === "remove") {
+    oob = document.createElement("div");
+    oob.setAttribute("hx-swap-oob", "delete:" + selector);
+  } else if (action === "replace") {
+    if (!root) return;
+    root.setAttribute("hx-swap-oob", "outerHTML:" + selector);
+    oob = root;
+  } else {
+    oob = document.createElement("div");
+    oob.setAttribute("hx-swap-oob", (action === "prepend" ? "afterbegin:" : "beforeend:") + selector);
+    oob.append(template.content);
+  }
+  const fragment = document.createDocumentFragment();
+  fragment.append(oob);
+  htmx.swap(document.body, fragment, { swapStyle: "none", ignoreTitle: true });
+}
+
+// ---- connections and channels (module-wide: they outlive Turbo renders of the elements) -----
+
+const connections = new Map(); // endpoint -> Connection
+
+class Connection {
+  constructor(endpoint) {
+    this.channels = new Map(); // name -> Channel
+    this.instant = new Instant({ endpoint });
+    this.instant.addListener("publication", (envelope) => {
+      const channel = envelope && this.channels.get(envelope.channel);
+      if (channel) channel.receive(envelope);
+    });
+    // Status events of instant.js, for the element's `state` attribute.
+    for (const [type, state] of [["subscribed", "subscribed"], ["denied", "denied"],
+      ["unsubscribed", "connecting"]]) {
+      this.instant.addListener(type, (detail) => {
+        const channel = detail && this.channels.get(detail.channel);
+        if (channel) channel.setState(state);
+      });
+    }
+    this.ready = this.instant.start();
+  }
+
+  channel(name) {
+    let found = this.channels.get(name);
+    if (!found) {
+      found = new Channel(this, name);
+      this.channels.set(name, found);
+      this.ready.then(
+        () => this.instant.subscribe(name),
+        (error) => {
+          console.error("instant-stream: cannot connect", error);
+          found.setState("error");
+        });
+    }
+    return found;
+  }
+}
+
+class Channel {
+  constructor(connection, name) {
+    this.connection = connection;
+    this.name = name;
+    this.elements = new Set();
+    this.state = "connecting";
+    // firstSignal / lastSignal: performance.now() of the first and latest refresh signal
+    this.stats = { publications: 0, applied: 0, signals: 0, ignored: 0, refreshes: 0,
+      firstSignal: null, lastSignal: null };
+    // refresh scheduling
+    this.pending = false;
+    this.firstPending = 0;
+    this.lastStart = -Infinity;
+    this.timer = null;
+    this.running = false;
+  }
+
+  get element() {
+    for (const element of this.elements) if (element.isConnected) return element;
+    return null;
+  }
+
+  setState(state) {
+    this.state = state;
+    for (const element of this.elements) element.setAttribute("state", state);
+  }
+
+  receive(envelope) {
+    const element = this.element;
+    if (!element) return; // no element on this page (Turbo navigated away): nothing to update
+    this.stats.publications += 1;
+    const data = envelope.data || {};
+    if (data.action === "refresh") {
+      this.stats.signals += 1;
+      this.stats.lastSignal = performance.now();
+      if (this.stats.firstSignal === null) this.stats.firstSignal = this.stats.lastSignal;
+      if (isOwnRequest(data.request_id)) {
+        this.stats.ignored += 1;
+        return;
+      }
+      this.signal();
+    } else if (data.action && data.target) {
+      element.applyFragment(data).catch((error) => console.error("instant-stream:", error));
+    }
+  }
+
+  // A refresh signal: schedule one refresh (see the debounce rules at the top).
+  signal() {
+    this.pending = true;
+    if (!this.firstPending) this.firstPending = performance.now();
+    this.schedule();
+  }
+
+  schedule() {
+    if (this.running || !this.pending) return;
+    const element = this.element;
+    const wait = element ? element.refreshWait : DEFAULT_WAIT;
+    const interval = element ? element.refreshInterval : DEFAULT_INTERVAL;
+    const now = performance.now();
+    const at = Math.max(this.lastStart + interval, Math.min(now + wait, this.firstPending + interval));
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.fire(), Math.max(0, at - now));
+  }
+
+  async fire() {
+    this.timer = null;
+    if (this.running || !this.pending) return;
+    const element = this.element;
+    this.pending = false;
+    this.firstPending = 0;
+    if (!element) return;
+    this.running = true;
+    this.lastStart = performance.now();
+    try {
+      this.stats.refreshes += 1;
+      await element.refresh();
+    } catch (error) {
+      console.error("instant-stream: refresh failed", error);
+    } finally {
+      this.running = false;
+      this.schedule(); // signals that came during the refresh
+    }
+  }
+}
+
+// ---- the element ------------------------------------------------------------------------------
+
+export class InstantStream extends HTMLElement {
+  connectedCallback() {
+    const name = this.getAttribute("channel");
+    if (!name) {
+      console.error("<instant-stream> needs a channel attribute");
+      return;
+    }
+    if (this.format === "htmx") htmxLibrary(); // load it early when the page did not
+    const endpoint = (this.getAttribute("endpoint") || DEFAULT_ENDPOINT).replace(/\/?$/, "/");
+    let connection = connections.get(endpoint);
+    if (!connection) {
+      connection = new Connection(endpoint);
+      connections.set(endpoint, connection);
+    }
+    this.channel_ = connection.channel(name);
+    this.channel_.elements.add(this);
+    this.setAttribute("state", this.channel_.state);
+    this.channel_.schedule(); // a refresh that waited for this page
+  }
+
+  disconnectedCallback() {
+    if (this.channel_) this.channel_.elements.delete(this);
+  }
+
+  get format() {
+    return this.getAttribute("format") === "htmx" ? "htmx" : "turbo";
+  }
+
+  get refreshWait() {
+    return numberAttribute(this, "refresh-wait", DEFAULT_WAIT);
+  }
+
+  get refreshInterval() {
+    return numberAttribute(this, "refresh-interval", DEFAULT_INTERVAL);
+  }
+
+  /** Counters of this element's channel on this page (kept across Turbo renders). */
+  get stats() {
+    return this.channel_ ? { ...this.channel_.stats } : null;
+  }
+
+  async applyFragment(data) {
+    const event = new CustomEvent("instant:before-stream", {
+      bubbles: true, cancelable: true,
+      detail: { action: data.action, target: data.target, html: data.html, data },
+    });
+    if (!this.dispatchEvent(event)) return;
+    if (this.format === "htmx") applyHtmx(await htmxLibrary(), data);
+    else applyTurbo(await turbo(), data);
+    if (this.channel_) this.channel_.stats.applied += 1;
+  }
+
+  async refresh() {
+    const event = new CustomEvent("instant:refresh", {
+      bubbles: true, cancelable: true, detail: { channel: this.getAttribute("channel") },
+    });
+    const go = this.dispatchEvent(event);
+    if (go && this.format === "turbo") await turboRefresh();
+  }
+}
+
+function numberAttribute(element, name, fallback) {
+  const value = Number(element.getAttribute(name));
+  return element.hasAttribute(name) && Number.isFinite(value) && value >= 0 ? value : fallback;
+}
+
+if (!customElements.get("instant-stream")) customElements.define("instant-stream", InstantStream);
