@@ -4,7 +4,7 @@ from .models import Channel
 
 
 @admin.register(Channel)
-class ChannelAdmin(admin.ModelAdmin):
+class ChannelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not generic at run time
     list_display = ("name", "level", "is_active")
     list_filter = ("level", "is_active")
     search_fields = ("name",)

@@ -8,7 +8,7 @@ a transaction too). ``broadcast_instances()`` announces rows changed some other 
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Any, Iterable, TypeVar
 
 from django.db import models, transaction
 
@@ -50,7 +50,7 @@ class BroadcastQuerySet(models.QuerySet[M]):
         if _inside_bulk_update.get() or not self._broadcasts():
             return super().update(**kwargs)
         with transaction.atomic(using=self.db, savepoint=False):
-            before = list(self._chain())  # the rows and their values before the update
+            before = list(self._chain())  # type: ignore[attr-defined]  # rows before the update
             count = super().update(**kwargs)
             after = self.model._base_manager.using(self.db).in_bulk([o.pk for o in before])
             rows = [(after[old.pk], tracking.previous(old)) for old in before if old.pk in after]
@@ -66,12 +66,12 @@ class BroadcastQuerySet(models.QuerySet[M]):
                                 registry=self.registry)
         return created
 
-    def bulk_update(self, objs: Iterable[M], fields: Sequence[str], *args: Any,
-                    **kwargs: Any) -> int:
+    def bulk_update(self, objs: Iterable[M], fields: Iterable[str],
+                    batch_size: int | None = None) -> int:
         objs = list(objs)
         token = _inside_bulk_update.set(True)
         try:
-            count = super().bulk_update(objs, fields, *args, **kwargs)
+            count = super().bulk_update(objs, fields, batch_size=batch_size)
         finally:
             _inside_bulk_update.reset(token)
         if self._broadcasts():

@@ -47,7 +47,7 @@ def namespace_of(name: str) -> str | None:
 def attname_of(model: type[models.Model], name: str, where: str) -> str:
     """The attname of concrete field ``name`` (``owner`` → ``owner_id``; ``pk`` → the pk's)."""
     if name == "pk":
-        return model._meta.pk.attname  # type: ignore[union-attr]
+        return model._meta.pk.attname
     for field in model._meta.concrete_fields:
         if name in (field.name, field.attname):
             return field.attname

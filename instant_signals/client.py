@@ -123,7 +123,9 @@ def publish(channel: str, data: Any, **extra: Any) -> dict[str, Any]:
 
 def broadcast(channels: list[str], data: Any, **extra: Any) -> list[dict[str, Any]]:
     """Publish one payload into several channels; the per-channel replies."""
-    return call("broadcast", {"channels": channels, "data": data, **extra}).get("responses", [])
+    responses: list[dict[str, Any]] = call(
+        "broadcast", {"channels": channels, "data": data, **extra}).get("responses", [])
+    return responses
 
 
 def batch(commands: list[str]) -> list[dict[str, Any]]:
@@ -135,7 +137,7 @@ def batch(commands: list[str]) -> list[dict[str, Any]]:
     reply = post("batch", '{"commands":[' + ",".join(commands) + "]}")
     if "error" in reply:
         raise CentrifugoError.from_reply(reply["error"])
-    replies = reply.get("replies", [])
+    replies: list[dict[str, Any]] = reply.get("replies", [])
     if not isinstance(replies, list) or len(replies) != len(commands):
         raise CentrifugoError(f"Centrifugo answered {len(replies)} replies to "
                               f"{len(commands)} commands", retryable=True)

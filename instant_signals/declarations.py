@@ -211,7 +211,7 @@ class Declaration:
                 return template, params
         return None
 
-    def rows(self, request: Any, name: str, limit: int) -> list[tuple[Any, dict[str, Any]]]:
+    def rows(self, request: Any, name: str, limit: int) -> list[tuple[Any, dict[str, Any] | None]]:
         """(pk, view) of the rows visible in channel ``name`` now, as its events show them.
 
         The ``queryset(request, **placeholders)`` hook (default: the placeholders as filters,
@@ -433,17 +433,17 @@ def declare(
         raise fail(f"level must be one of {', '.join(levels.DECLARABLE)}, not {level!r} "
                    f"(group channels need a Channel row)")
     authorize_attname = _check_authorize(model, authorize, templates, router, fail)
-    for template in templates:
-        if template.is_static:
-            if template.private and level is None and not callable(authorize):
-                raise fail(f'say who may read {template.template!r}: level="staff" (or '
+    for channel_template in templates:
+        if channel_template.is_static:
+            if channel_template.private and level is None and not callable(authorize):
+                raise fail(f'say who may read {channel_template.template!r}: level="staff" (or '
                            f'"users", "superuser"), or authorize=callable(user) -> bool')
-        elif not template.private and authorize is not None:
-            raise fail(f"{template.template!r} has an authorize rule but does not start with "
+        elif not channel_template.private and authorize is not None:
+            raise fail(f"{channel_template.template!r} has an authorize rule but does not start with "
                        f'"$", so Centrifugo would let anyone subscribe without a token: name it '
-                       f'"${template.template}"')
-        elif template.private and authorize is None:
-            raise fail(f"{template.template!r} is private: say who may read it with "
+                       f'"${channel_template.template}"')
+        elif channel_template.private and authorize is None:
+            raise fail(f"{channel_template.template!r} is private: say who may read it with "
                        f'authorize="<field pointing at the user>" or authorize=callable(user, '
                        f"**placeholders)")
 
@@ -492,7 +492,7 @@ def _identifies_one_row(model: type[models.Model], attnames: Iterable[str]) -> b
     given = set(attnames)
     meta = model._meta
     by_name = {f.name: f.attname for f in meta.concrete_fields}
-    if meta.pk.attname in given:  # type: ignore[union-attr]
+    if meta.pk.attname in given:
         return True
     if any(f.unique and f.attname in given for f in meta.concrete_fields):
         return True

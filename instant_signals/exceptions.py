@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 # Centrifugo codes worth retrying: internal (100), not available (108).
 RETRYABLE_CODES = frozenset({100, 108})
 #: Centrifugo's "unknown channel": the channel's namespace is not in its config.
@@ -26,7 +28,7 @@ class CentrifugoError(Exception):
         return f"[{self.code}] {self.message}" if self.code is not None else self.message
 
     @classmethod
-    def from_reply(cls, error: dict) -> CentrifugoError:
+    def from_reply(cls, error: dict[str, Any]) -> CentrifugoError:
         """The error object of a Centrifugo reply (``{"code": 102, "message": "..."}``)."""
         code = error.get("code")
         return cls(str(error.get("message") or "error"), code=code,

@@ -39,6 +39,7 @@ import tarfile
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import urllib3
@@ -92,7 +93,7 @@ def cached_binary(version: str = PINNED_VERSION, cache: Path | None = None) -> P
     return (cache or cache_dir()) / "centrifugo" / version / "centrifugo"
 
 
-def binary_version(binary: str | os.PathLike) -> str | None:
+def binary_version(binary: str | os.PathLike[str]) -> str | None:
     """The version a Centrifugo binary reports (``6.9.1``), or None if it cannot be run."""
     try:
         out = subprocess.run(
@@ -148,7 +149,7 @@ def docker_image(version: str = PINNED_VERSION) -> str:
 def find_or_install(
     version: str = PINNED_VERSION,
     *,
-    binary: str | os.PathLike | None = None,
+    binary: str | os.PathLike[str] | None = None,
     cache: Path | None = None,
     release_base_url: str | None = None,
     download: bool = True,
@@ -305,7 +306,7 @@ def go_install(version: str, target: Path, *, go: str = "go") -> Path:
 def _pool_for(url: str) -> urllib3.PoolManager:
     """A pool manager for ``url``: through the proxy the environment names for its scheme
     (``HTTPS_PROXY``/``HTTP_PROXY``) unless ``NO_PROXY`` covers its host."""
-    options: dict = {
+    options: dict[str, Any] = {
         "timeout": urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
         "retries": urllib3.Retry(total=None, connect=2, read=2, status=0, other=0, redirect=5,
                                  backoff_factor=0.2, raise_on_status=False),

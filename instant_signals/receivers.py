@@ -12,7 +12,7 @@ import threading
 import time
 from contextlib import ContextDecorator
 from contextvars import ContextVar
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from django.db import models
 
@@ -86,8 +86,8 @@ class Receivers:
                previous: dict[str, Any] | None = None) -> None:
         self.record_all([(instance, previous)], event, using)
 
-    def record_all(self, rows: list[tuple[models.Model, dict[str, Any] | None]], event: str,
-                   using: str) -> None:
+    def record_all(self, rows: Sequence[tuple[models.Model, dict[str, Any] | None]],
+                   event: str, using: str) -> None:
         """Record ``event`` of each (instance, previous values or None) together: outside a
         transaction they go out in one request."""
         try:

@@ -20,7 +20,7 @@ from django.utils.module_loading import import_string
 
 from . import conf, tracking
 from .channels import ChannelTemplate
-from .declarations import Change, Declaration, declare, pk_of
+from .declarations import Change, Declaration, Seen, declare, pk_of
 from .envelope import CREATED, DELETED, UPDATED
 from .receivers import Receivers, next_version
 
@@ -60,7 +60,7 @@ class BroadcastRegistry:
                 return cls
 
             return decorator
-        self.add(_declare(model, options))
+        self.add(_declare(model, dict(options)))
         return model
 
     def add(self, declaration: Declaration) -> None:
@@ -95,7 +95,7 @@ class BroadcastRegistry:
             return self._declarations.get(model, ())
         return tuple(d for ds in self._declarations.values() for d in ds)
 
-    def models(self) -> list[type[models.Model]]:
+    def get_models(self) -> list[type[models.Model]]:
         return list(self._declarations)
 
     def register_from_settings(self) -> None:
@@ -137,6 +137,8 @@ class BroadcastRegistry:
         if event != CREATED and previous is None:
             previous = tracking.previous(instance)
         out = []
+        before: Seen | None
+        after: Seen | None
         for d in declarations:
             if event == CREATED:
                 before, after = None, d.seen(instance, CREATED)

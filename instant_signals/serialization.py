@@ -58,11 +58,11 @@ def select_fields(
     under ``"__all__"`` and ``exclude`` secret-looking names are left out (and reported).
     """
     concrete = model._meta.concrete_fields
-    by_name: dict[str, models.Field] = {f.name: f for f in concrete}
+    by_name: dict[str, models.Field[Any, Any]] = {f.name: f for f in concrete}
     by_name.update({f.attname: f for f in concrete})
-    by_name["pk"] = model._meta.pk  # type: ignore[assignment]
+    by_name["pk"] = model._meta.pk
 
-    def lookup(name: Any) -> models.Field:
+    def lookup(name: Any) -> models.Field[Any, Any]:
         if not isinstance(name, str) or name not in by_name:
             raise ImproperlyConfigured(
                 f"{where}: {model._meta.label} has no concrete field {name!r} "
@@ -80,7 +80,8 @@ def select_fields(
         chosen = [lookup(name).attname for name in fields]
         return tuple(dict.fromkeys(chosen)), ()
     excluded = {lookup(name).attname for name in (exclude or ())}
-    kept, dropped = [], []
+    kept: list[str] = []
+    dropped: list[str] = []
     for field in concrete:
         if field.attname in excluded:
             continue
@@ -143,7 +144,8 @@ def drf_serializer(serializer_class: type) -> Callable[[models.Model], dict[str,
 
     def serialize(instance: models.Model) -> dict[str, Any]:
         data = serializer_class(instance).data
-        return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+        view: dict[str, Any] = json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+        return view
 
     serialize.__qualname__ = f"drf_serializer({serializer_class.__name__})"
     return serialize

@@ -121,7 +121,7 @@ class Tracker:
 
         def from_db(cls: type[models.Model], db: str | None, field_names: Any,
                     values: Any) -> models.Model:
-            instance = load(cls, db, field_names, values)
+            instance: models.Model = load(cls, db, field_names, values)
             if cls is tracker.model:
                 tracker.take(instance)
             return instance
@@ -187,7 +187,7 @@ def previous(instance: models.Model) -> dict[str, Any] | None:
 def as_of(instance: models.Model, values: dict[str, Any]) -> models.Model:
     """A copy of ``instance`` holding ``values`` (previous values), for callables that need the
     row as it was. Cached related objects whose key changed are dropped from the copy."""
-    old = copy.copy(instance)  # Django copies _state and its fields cache
+    old: models.Model = copy.copy(instance)  # Django copies _state and its fields cache
     old.__dict__.update(values)
     cache = old._state.fields_cache
     if cache:
@@ -201,7 +201,7 @@ def as_of(instance: models.Model, values: dict[str, Any]) -> models.Model:
 
 def _attname(model: type[models.Model], name: str) -> str:
     if name == "pk":
-        return model._meta.pk.attname  # type: ignore[union-attr]
+        return model._meta.pk.attname
     try:
         return model._meta.get_field(name).attname  # type: ignore[union-attr]
     except Exception:  # noqa: BLE001 - refresh_from_db validated the name already

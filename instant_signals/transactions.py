@@ -95,7 +95,7 @@ class FinalHook:
 
     def __init__(self, conn: BaseDatabaseWrapper, func: Callable[[], Any]):
         self.func = func
-        self.entry: tuple[set[str], Callable[[], Any], bool] = (set(), func, False)
+        self.entry: Any = (set(), func, False)  # Django's (savepoint ids, callable, robust)
         self.hooks: list[Any] = []
         self.move_to_end(conn)
 

@@ -71,7 +71,7 @@ def _json_view(methods: tuple[str, ...]) -> Callable[[View], View]:
             except ImproperlyConfigured as exc:  # e.g. CENTRIFUGO_HMAC_KEY missing
                 response = error(503, "not_configured", str(exc))
             add_never_cache_headers(response)  # tokens and CSRF values are per user
-            return response
+            return response  # type: ignore[return-value]  # JSON responses, all of them
 
         return csrf_exempt(guarded)
 

@@ -23,12 +23,26 @@ ensure_system_packages() {
   fi
 }
 
+# python_for [X.Y]: the interpreter of that version (pyenv's, or pythonX.Y on PATH); python3 if no
+# version is asked for.
+python_for() {
+  local want="$1"
+  if [ -z "$want" ]; then command -v python3; return; fi
+  local found
+  for found in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$want".*/bin/python"$want" \
+               "$(command -v "python$want" 2>/dev/null)"; do
+    if [ -x "$found" ]; then echo "$found"; return; fi
+  done
+  log "Python $want is not installed (pyenv install $want, or apt-get install python$want)"
+  return 1
+}
+
 # ensure_venv DIR REQUIREMENT... : a virtualenv with the project installed (editable) and pinned.
 ensure_venv() {
   local venv="$1"; shift
   if [ ! -x "$venv/bin/python" ]; then
-    log "creating $venv"
-    python3 -m venv "$venv"
+    log "creating $venv with $(python_for "${PYTHON_VERSION:-}")"
+    "$(python_for "${PYTHON_VERSION:-}")" -m venv "$venv"
   fi
   log "installing Python packages into $venv"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$@"

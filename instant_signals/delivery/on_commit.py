@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from itertools import islice
-from typing import Iterable
+from typing import Any, Iterable
 
 from .. import client, conf, reporting
 from ..declarations import Change
@@ -77,5 +77,5 @@ def send(commands: Iterable[Command]) -> None:
         reporting.stats.add("published", published)
 
 
-def _publications(commands: list[Command]) -> list[dict]:
+def _publications(commands: list[Command]) -> list[dict[str, Any]]:
     return [c.publication for c in commands if c.publication is not None]

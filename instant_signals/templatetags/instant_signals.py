@@ -4,11 +4,13 @@ The same output as ``{% include "instant_signals/importmap.html" %}``; ``nonce=`
 nonce attribute (default: Django 6's ``csp_nonce`` context variable, when present).
 """
 
+from typing import Any
+
 from django import template
 
 register = template.Library()
 
 
 @register.inclusion_tag("instant_signals/importmap.html", takes_context=True)
-def instant_importmap(context, nonce=None):
+def instant_importmap(context: template.Context, nonce: str | None = None) -> dict[str, Any]:
     return {"nonce": nonce if nonce is not None else context.get("csp_nonce", "")}
