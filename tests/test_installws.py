@@ -287,3 +287,15 @@ def test_runws_runs_centrifugo_in_the_foreground_and_passes_sigterm(project, cen
     assert process.returncode == 0, output
     assert "serving websocket" in output  # Centrifugo's own log, on runws' stdout
     assert "signal received: terminated" in output  # the SIGTERM reached Centrifugo
+
+
+def test_config_only_writes_a_config_for_a_centrifugo_run_elsewhere(project, centrifugo_binary,
+                                                                    tmp_path):
+    """Production runs the official image or a package: no binary on this machine."""
+    result = manage(project, "installws", "--config-only", "--port", "8427",
+                    env={"PATH": "/usr/bin:/bin", "INSTANT_SIGNALS_CACHE": str(tmp_path)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = project / ".centrifugo" / "config.json"
+    assert not (project / ".centrifugo" / "config.json.binary").exists()
+    assert "centrifugo/centrifugo:v6.9.1" in result.stdout  # how to run it instead
+    assert checkconfig(centrifugo_binary, config).returncode == 0  # what that Centrifugo gets

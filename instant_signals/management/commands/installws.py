@@ -70,6 +70,10 @@ class Command(BaseCommand):
         parser.add_argument("--no-install", action="store_true",
                             help="Only use a binary that is already there (PATH, "
                                  "CENTRIFUGO_BINARY or the cache); never download or build.")
+        parser.add_argument("--config-only", action="store_true",
+                            help="Write the config and settings without any Centrifugo binary "
+                                 "(production runs the official Docker image or a package); "
+                                 "the config is then not checked with `centrifugo checkconfig`.")
         parser.add_argument("--config", type=Path,
                             help="Config file to write (default <BASE_DIR>/.centrifugo/config.json).")
         parser.add_argument("--address", default="127.0.0.1",
@@ -111,7 +115,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         config_path: Path = options["config"] or conf.centrifugo_config_path()
-        binary = self.find_binary(options)
+        binary = None if options["config_only"] else self.find_binary(options)
 
         try:
             existing = cc.read_config(config_path)
@@ -148,8 +152,9 @@ class Command(BaseCommand):
             **keep,
         )
         cc.write_config(config_path, config)
-        cc.remember_binary(config_path, binary)
-        self.check_config(binary, config_path)
+        if binary is not None:
+            cc.remember_binary(config_path, binary)
+            self.check_config(binary, config_path)
         listed = ", ".join(sorted(n for n in namespaces if n)) or "none"
         self.stdout.write(f"Wrote {config_path} (namespaces: {listed}; "
                           f"engine: {config['engine']['type']}"
@@ -170,8 +175,13 @@ class Command(BaseCommand):
             for name, value in values.items():
                 self.stdout.write(f"{name} = {value!r}")
             self.stdout.write("")
-        self.stdout.write(f"Start Centrifugo with: python manage.py runws"
-                          f"{'' if options['config'] is None else f' --config {config_path}'}")
+        if binary is None:
+            self.stdout.write(f"Give {config_path} to your Centrifugo (e.g. docker run -v "
+                              f"{config_path}:/centrifugo/config.json "
+                              f"{installer.docker_image()} centrifugo -c config.json).")
+        else:
+            self.stdout.write(f"Start Centrifugo with: python manage.py runws"
+                              f"{'' if options['config'] is None else f' --config {config_path}'}")
 
     def warn_unprotected_rows(self) -> None:
         try:

@@ -42,7 +42,11 @@ class Command(BaseCommand):
         self.stdout.write(f"Starting {binary} --config {config_path} (Ctrl-C to stop)")
         self.stdout.flush()
         sys.stderr.flush()
-        sys.exit(run_foreground([str(binary), "--config", str(config_path)]))
+        # Centrifugo reads CENTRIFUGO_* variables (and a .env file in its working directory) as
+        # its own configuration: Django's settings of the same prefix are not for it.
+        env = {k: v for k, v in os.environ.items() if k not in DJANGO_SETTINGS_VARS}
+        sys.exit(run_foreground([str(binary), "--config", str(config_path.resolve())], env=env,
+                                cwd=config_path.resolve().parent))
 
     def find_binary(self, explicit: Path | None, config_path: Path) -> Path:
         remembered = centrifugo_config.remembered_binary(config_path)
@@ -58,9 +62,16 @@ class Command(BaseCommand):
                 f"when the download fails), or give an existing binary with --binary PATH.") from None
 
 
-def run_foreground(command: list[str]) -> int:
+#: Django settings (django-instant's names) that an env file may hold for Django's side.
+DJANGO_SETTINGS_VARS = frozenset({"CENTRIFUGO_HOST", "CENTRIFUGO_PORT", "CENTRIFUGO_API_KEY",
+                                  "CENTRIFUGO_HMAC_KEY", "CENTRIFUGO_API_URL",
+                                  "CENTRIFUGO_WS_URL"})
+
+
+def run_foreground(command: list[str], env: dict[str, str] | None = None,
+                   cwd: Path | None = None) -> int:
     """Run ``command`` sharing this terminal; forward INT/TERM/HUP; return its exit code."""
-    process = subprocess.Popen(command)
+    process = subprocess.Popen(command, env=env, cwd=cwd)
     previous = {}
 
     def forward(signum: int, frame: Any) -> None:
