@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "instant_signals",
     "board",
+    "live_html",
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

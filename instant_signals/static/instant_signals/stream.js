@@ -15,7 +15,7 @@
 // - fragments, {action: append|prepend|replace|remove, target, html}: format="turbo" renders
 //   them as a <turbo-stream> with Turbo.renderStreamMessage; format="htmx" as an htmx
 //   out-of-band swap (hx-swap-oob) through htmx.swap. An append whose element is already on the
-//   page replaces it (a tab that got its own change twice shows it once).
+//   page replaces it, as Turbo does (a tab that got its own change twice shows it once).
 // - refresh signals: debounced (below), then the cancelable DOM event "instant:refresh"
 //   (bubbles); with format="turbo" its default is a Turbo 8 page refresh (morphed with
 //   <meta name="turbo-refresh-method" content="morph">); with htmx, listen to it, e.g.
@@ -35,7 +35,7 @@
 //
 // Attributes: channel (required), format ("turbo" | "htmx", default "turbo"), endpoint,
 // refresh-wait, refresh-interval. Reflected: state ("connecting", "subscribed", "denied",
-// "error"). Events on the element: "instant:before-stream" (cancelable; detail {action,
+// "unsubscribed", "error"). Events on the element: "instant:before-stream" (cancelable; detail {action,
 // target, html, data}) before a fragment is applied, "instant:refresh" (cancelable; detail
 // {channel}). element.stats: {publications, applied, signals, ignored, refreshes, firstSignal,
 // lastSignal} of the element's channel on this page.
@@ -89,10 +89,47 @@ export function isOwnRequest(id) {
   return !!(recent && typeof recent.has === "function" && recent.has(id));
 }
 
-document.addEventListener("htmx:configRequest", (event) => {
-  if (event.detail && event.detail.headers) {
-    event.detail.headers[REQUEST_ID_HEADER] = newRequestId();
+// An htmx out-of-band insert of an element whose id is already on the page (this tab got its
+// own change from its response and from the channel) replaces it, as Turbo's append/prepend do:
+// the old element is removed first. Ids stay unique whichever copy comes first.
+document.addEventListener("htmx:oobBeforeSwap", (event) => {
+  const { fragment, target } = event.detail || {};
+  if (!fragment || !target) return;
+  for (const child of [...(fragment.children || [])]) {
+    const existing = child.id && document.getElementById(child.id);
+    if (existing && existing !== target && !existing.contains(target)) existing.remove();
   }
+});
+
+// htmx requests of this tab: id -> a promise settled once the response was swapped in. A
+// fragment caused by one of them waits for it, so the tab's own response (say, an out-of-band
+// delete) is applied first and the channel's copy of the change finds the page already updated.
+const ownHtmxRequests = new Map();
+const OWN_REQUEST_TIMEOUT = 10000;
+
+document.addEventListener("htmx:configRequest", (event) => {
+  const detail = event.detail;
+  if (!detail || !detail.headers) return;
+  const id = newRequestId();
+  detail.headers[REQUEST_ID_HEADER] = id;
+  const elt = detail.elt;
+  if (!elt) return;
+  let finish;
+  const done = new Promise((resolve) => {
+    finish = resolve;
+  });
+  const timer = setTimeout(() => finish(), OWN_REQUEST_TIMEOUT);
+  // On the element itself: it may have left the document by then (a deleted row's button).
+  const listener = (after) => {
+    const config = after.detail && after.detail.requestConfig;
+    if (config && config.headers && config.headers[REQUEST_ID_HEADER] !== id) return;
+    elt.removeEventListener("htmx:afterRequest", listener);
+    clearTimeout(timer);
+    finish();
+  };
+  elt.addEventListener("htmx:afterRequest", listener);
+  ownHtmxRequests.set(id, done);
+  if (ownHtmxRequests.size > 200) ownHtmxRequests.delete(ownHtmxRequests.keys().next().value);
 });
 
 // ---- Turbo and htmx ---------------------------------------------------------------------------
@@ -160,17 +197,13 @@ function applyTurbo(Turbo, data) {
 }
 
 function applyHtmx(htmx, data) {
+  // Like Turbo: a row or list this page does not show (or already removed) is left alone.
+  if (!document.getElementById(data.target)) return;
   const template = document.createElement("template");
   template.innerHTML = data.html || "";
   const root = template.content.firstElementChild;
-  let action = data.action;
-  let target = data.target;
-  if ((action === "append" || action === "prepend") && root && root.id &&
-      document.getElementById(root.id)) {
-    action = "replace"; // already on the page (e.g. from this tab's own response)
-    target = root.id;
-  }
-  const selector = "#" + CSS.escape(target);
+  const action = data.action;
+  const selector = "#" + CSS.escape(data.target);
   let oob;
   if (action === "remove") {
     oob = document.createElement("div");
@@ -201,12 +234,15 @@ class Connection {
       const channel = envelope && this.channels.get(envelope.channel);
       if (channel) channel.receive(envelope);
     });
-    // Status events of instant.js, for the element's `state` attribute.
+    // Status events of instant.js, for the element's `state` attribute (a refusal stays
+    // "denied" through the "unsubscribed" that follows it).
     for (const [type, state] of [["subscribed", "subscribed"], ["denied", "denied"],
-      ["unsubscribed", "connecting"]]) {
+      ["unsubscribed", "unsubscribed"]]) {
       this.instant.addListener(type, (detail) => {
         const channel = detail && this.channels.get(detail.channel);
-        if (channel) channel.setState(state);
+        if (channel && !(state === "unsubscribed" && channel.state === "denied")) {
+          channel.setState(state);
+        }
       });
     }
     this.ready = this.instant.start();
@@ -233,6 +269,7 @@ class Channel {
     this.connection = connection;
     this.name = name;
     this.elements = new Set();
+    this.queue = Promise.resolve(); // fragments are applied one after the other
     this.state = "connecting";
     // firstSignal / lastSignal: performance.now() of the first and latest refresh signal
     this.stats = { publications: 0, applied: 0, signals: 0, ignored: 0, refreshes: 0,
@@ -270,7 +307,12 @@ class Channel {
       }
       this.signal();
     } else if (data.action && data.target) {
-      element.applyFragment(data).catch((error) => console.error("instant-stream:", error));
+      // In order; one caused by this tab's own htmx request waits for its response.
+      const own = data.request_id && ownHtmxRequests.get(data.request_id);
+      this.queue = this.queue
+        .then(() => own)
+        .then(() => (this.element || element).applyFragment(data))
+        .catch((error) => console.error("instant-stream:", error));
     }
   }
 
