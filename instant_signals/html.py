@@ -130,14 +130,14 @@ def build_options(model: type[models.Model], view_keys: tuple[str, ...] | None, 
     if refresh:
         if target is not None or container is not None or insert is not None:
             raise ValueError("target, container and insert are for fragments, not refresh=True")
-        return HtmlOptions(model._meta.model_name, refresh=True)
+        return HtmlOptions(str(model._meta.model_name), refresh=True)
     allowed = None if view_keys is None else {"pk", "model_name", *view_keys}
     checked = {name: _check_target(name, value, allowed)
                for name, value in (("target", target), ("container", container))
                if value is not None}
     if insert is not None and insert not in INSERT_ACTIONS:
         raise ValueError(f'insert must be "append" or "prepend", not {insert!r}')
-    return HtmlOptions(model._meta.model_name, template=template, render=render,
+    return HtmlOptions(str(model._meta.model_name), template=template, render=render,
                        target=checked.get("target", DEFAULT_TARGET),
                        container=checked.get("container", DEFAULT_CONTAINER),
                        insert=insert or "append")
@@ -346,10 +346,10 @@ def _fill(target: Target, context: dict[str, Any]) -> str:
 def _render(options: HtmlOptions, context: dict[str, Any], templates: dict[str, Any]) -> str:
     if options.render is not None:
         return str(options.render(context))
-    name = options.template
-    template = templates.get(name)  # type: ignore[arg-type]
+    name = str(options.template)
+    template = templates.get(name)
     if template is None:
-        template = templates[name] = get_template(name)  # type: ignore[index]
+        template = templates[name] = get_template(name)
     return str(template.render(context))
 
 
