@@ -1,19 +1,24 @@
 """Benchmarks of instant_signals side by side with its peers, against a real Centrifugo v6.
 
 Run through ``benchmarks/run`` (which builds the two venvs); this file runs in ``.venv-bench``
-(the project + ``cent>=5`` + ``centrifuge-python``) and starts django-instant's side in
-``--peer-python`` (a venv with ``django-instant==4.2.0`` and ``cent<5``) as subprocesses.
+(the project + ``cent>=5`` + ``centrifuge-python`` + ``psycopg`` + ``django-model-utils``) and
+starts django-instant's side in ``--peer-python`` (a venv with ``django-instant==4.2.0`` and
+``cent<5``) as subprocesses, and worker processes (``worker.py``) for the multi-process arms.
 
-Every arm of every scenario runs once per round, arms interleaved inside a round so that noise
+Every arm of a scenario runs once per round, arms interleaved inside a round so that noise
 from a shared machine falls on all of them alike; the table gives the median over rounds and the
 spread (min..max). Correctness is checked on the server: each arm publishes into channels of the
 ``bench`` namespace, which has history on, and the stream's top offset tells how many
-publications Centrifugo accepted.
+publications Centrifugo accepted ("Delivered" = accepted / expected, every round).
+
+Scenarios 1-5 (default mode) are here; 6-8 and 6b (durable mode) in ``durable.py``; 9 and 10
+(threads, processes, async) in ``concurrency.py``; 11 (a hung Centrifugo) in ``durable.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -26,7 +31,7 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -34,15 +39,20 @@ sys.path.insert(0, str(HERE))
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import requests  # noqa: E402
-
 from workloads import (  # noqa: E402
-    CountingProxy, clear_items, dump, history_offset, item_values, save_items, setup_django,
+    clear_items, clear_table, dump, history_offset, item_values, save_items, setup_django,
 )
 
-FULL = {"s1": 2000, "s2": 1000, "s3": 1000, "s4": 1000, "s5": 10000}
-QUICK = {"s1": 40, "s2": 30, "s3": 30, "s4": 30, "s5": 200}
+SCENARIOS = ["s1", "s2", "s3", "s4", "s5", "s6", "s6b", "s7", "s8", "s9", "s10", "s11"]
+FULL = {"s1": 2000, "s2": 1000, "s3": 1000, "s4": 1000, "s5": 10000, "s6": 1000, "s6b": 250,
+        "s7": 20000, "s8": 1000, "s9": 1000, "s10": 2000, "s11": 10}
+# --quick: every arm of every scenario, small sizes, one round. Scenario 2 keeps its 1,000
+# saves: its request counts (<= 10 against one per save) are what a user checks.
+QUICK = {"s1": 40, "s2": 1000, "s3": 30, "s4": 30, "s5": 200, "s6": 30, "s6b": 20, "s7": 400,
+         "s8": 20, "s9": 30, "s10": 100, "s11": 3}
+MAX_ROUNDS = {"s5": 3, "s6b": 3, "s7": 3, "s8": 3, "s9": 3, "s11": 1}
 ITEM_CHANNEL = "bench:items"
+QUEUE_MAX_SIZE = 64 * 1024 * 1024  # a subscriber may fall 64 MB behind a 20,000-event drain
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -63,6 +73,33 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+def rotated(arms: dict[str, Any], r: int) -> list[tuple[int, tuple[str, Any]]]:
+    """The arms of round ``r`` (index, (name, arm)), starting one further each round, so no
+    arm always runs first, or always right after the same neighbour."""
+    items = list(enumerate(arms.items()))
+    shift = r % len(items) if items else 0
+    return items[shift:] + items[:shift]
+
+
+def arm_result(values: list[float], *, status: str = "ok", error: str | None = None,
+               expected: list[int] | None = None, delivered: list[int] | None = None,
+               **extra: Any) -> dict[str, Any]:
+    """One arm: the summary of its values, and (delivering arms) what Centrifugo accepted of
+    what was expected, per round; a round that lost or duplicated a message marks it "lost"."""
+    out: dict[str, Any] = {"status": status, "error": error, **summary(values)}
+    if expected is not None:
+        out["expected_per_round"] = expected
+        out["delivered_per_round"] = delivered or []
+        if status == "ok" and (not delivered or list(delivered) != list(expected)):
+            out["status"] = "lost"
+    out.update(extra)
+    return out
+
+
+def failed_arm(status: str, error: str | None, **extra: Any) -> dict[str, Any]:
+    return {"status": status, "error": error, **summary([]), **extra}
+
+
 def cent5() -> tuple[Any, Any]:
     """cent 5's Client and PublishRequest (the venv of benchmarks/run has it; others may not)."""
     try:
@@ -73,15 +110,19 @@ def cent5() -> tuple[Any, Any]:
 
 
 class Unavailable(RuntimeError):
-    """An arm that cannot run here (a peer library missing): a result, not a failure."""
+    """An arm that cannot run here (a peer library or server missing): a result, not a crash."""
 
 
 def log(message: str) -> None:
     print(f"   {message}", file=sys.stderr, flush=True)
 
 
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
 class Bench:
-    """The running Centrifugo, the Django project and the peer's interpreter."""
+    """The running servers (Centrifugo, PostgreSQL), the Django project and the peer's venv."""
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -90,32 +131,83 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="instant-bench-"))
         self.peer_python = args.peer_python
         self.peer_problem: str | None = None
+        self.pg_problem: str | None = None
+        self.pg: Any = None
+        self.consumer: Any = None
+        self.processes: list[subprocess.Popen] = []
         # SQLite files on tmpfs when there is one: the disk's fsync at COMMIT (noise from other
         # users of a shared machine) stays out of the numbers, SQLite itself stays in.
         shm = Path("/dev/shm")
-        self.db_dir = Path(tempfile.mkdtemp(prefix="instant-bench-db-", dir=shm if shm.is_dir() else None))
+        self.db_dir = Path(tempfile.mkdtemp(prefix="instant-bench-db-",
+                                            dir=shm if shm.is_dir() else None))
+        (self.db_dir / "peer").mkdir()
+
+    def rounds_for(self, key: str) -> int:
+        return min(self.rounds, MAX_ROUNDS.get(key, self.rounds))
 
     # -- setup ---------------------------------------------------------------------------------
     def start(self) -> None:
         from instant_signals import installer
-        from instant_signals.server import CentrifugoProcess, free_port, generate_config, write_config
 
         self.binary = installer.find_or_install()
-        config = generate_config(port=free_port(), namespaces=["bench"], history_size=10)
-        path = write_config(self.tmp / "centrifugo.json", config)
-        config["log"]["level"] = "error"
-        write_config(path, config)
-        self.server = CentrifugoProcess(self.binary, path).start()
+        self.server = self.centrifugo("main")
         self.api_url, self.api_key = self.server.api_url, self.server.api_key
         os.environ["BENCH_CENTRIFUGO_PORT"] = str(self.server.port)
         os.environ["BENCH_CENTRIFUGO_API_KEY"] = self.api_key
         os.environ["BENCH_CENTRIFUGO_HMAC_KEY"] = self.server.hmac_key
-        setup_django(str(self.db_dir / "bench.sqlite3"))
+        self.start_postgres()
+        aliases = ["default", "wal", "plain"] + (["pg", "pgc"] if self.pg else [])
+        setup_django(str(self.db_dir), databases=tuple(aliases))
+        if self.pg:
+            self.consumer = self.centrifugo("consumer", outbox_dsn=self.pg.dsn("bench_consumer"))
         from django.conf import settings
 
         settings.CENTRIFUGO_API_URL = self.api_url
+        from tests.processes import CountingProxy
+
         self.proxy = CountingProxy(self.server.port)
         self.peer_versions = self.check_peer()
+
+    def centrifugo(self, name: str, **options: Any) -> Any:
+        """A Centrifugo on a free port with the ``bench`` namespace (history on)."""
+        from instant_signals.centrifugo_config import generate_config, write_config
+        from tests.processes import CentrifugoProcess, free_port
+
+        config = generate_config(port=free_port(), namespaces={"bench": {"public": True}},
+                                 history_size=10, **options)
+        config["log"]["level"] = "error"
+        config["client"]["queue_max_size"] = QUEUE_MAX_SIZE
+        if "main" != name and hasattr(self, "server"):  # one key pair for every node
+            config["http_api"]["key"] = self.server.api_key
+            config["client"]["token"]["hmac_secret_key"] = self.server.hmac_key
+        path = write_config(self.tmp / f"centrifugo-{name}.json", config)
+        return CentrifugoProcess(self.binary, path).start()
+
+    def start_postgres(self) -> None:
+        try:
+            from tests.services import PostgresServer, postgres_bindir
+        except ImportError as exc:
+            self.pg_problem = f"tests.services cannot be imported: {exc}"
+            return
+        bindir = postgres_bindir()
+        if bindir is None:
+            self.pg_problem = "no PostgreSQL server binaries (initdb, pg_ctl)"
+            return
+        server = PostgresServer(bindir, Path(tempfile.mkdtemp(prefix="instant-bench-pg-")))
+        try:
+            server.start()
+            import psycopg
+
+            with psycopg.connect(server.dsn(), autocommit=True) as conn:
+                for name in ("bench", "bench_consumer"):
+                    conn.execute(f"CREATE DATABASE {name}")
+                self.pg_version = conn.execute("SHOW server_version").fetchone()[0]
+        except Exception as exc:  # noqa: BLE001 - durable PostgreSQL arms become "unavailable"
+            self.pg_problem = f"PostgreSQL did not start: {describe(exc)}"
+            server.stop()
+            return
+        self.pg = server
+        os.environ["BENCH_PG_PORT"] = str(server.port)
 
     def binary_version(self) -> str | None:
         from instant_signals.installer import binary_version
@@ -125,10 +217,21 @@ class Bench:
     def stop(self) -> None:
         import shutil
 
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
         if getattr(self, "proxy", None) is not None:
             self.proxy.close()
-        if getattr(self, "server", None) is not None:
-            self.server.stop()
+        for server in (getattr(self, "server", None), self.consumer):
+            if server is not None:
+                server.stop()
+        if self.pg is not None:
+            with contextlib.suppress(Exception):
+                from django.db import connections
+
+                connections.close_all()
+            self.pg.stop()
+            shutil.rmtree(self.pg.workdir, ignore_errors=True)
         shutil.rmtree(self.db_dir, ignore_errors=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -147,16 +250,74 @@ class Bench:
         if port is not None:
             env["BENCH_CENTRIFUGO_PORT"] = str(port)
         env.pop("PYTHONPATH", None)
-        db = self.db_dir / "peer.sqlite3"
         cmd = [self.peer_python, str(HERE / "peer_instant.py"), scenario, "--n", str(n),
-               "--channel", channel or "bench:peer", "--db", str(db)]
+               "--channel", channel or "bench:peer", "--db-dir", str(self.db_dir / "peer")]
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         if done.returncode != 0:
             raise RuntimeError(done.stderr.strip()[-2000:])
         return json.loads(done.stdout.strip().splitlines()[-1])
 
-    def offset(self, channel: str) -> int:
-        return history_offset(self.api_url, self.api_key, channel)
+    # -- worker processes -------------------------------------------------------------------------
+    def spawn(self, *args: str, env: dict[str, str] | None = None,
+              wait: bool = True) -> subprocess.Popen:
+        """A worker.py process; returns once it printed ``ready`` (``wait``; else see
+        ``ready``). Its stderr goes to a file (read when it fails)."""
+        full_env = {**os.environ, "BENCH_DB_DIR": str(self.db_dir), **(env or {})}
+        full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(HERE)])
+        errors = tempfile.TemporaryFile(mode="w+", dir=self.tmp)
+        process = subprocess.Popen(
+            [sys.executable, str(HERE / "worker.py"), *args], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=errors, text=True, env=full_env)
+        process.errors = errors  # type: ignore[attr-defined]
+        self.processes.append(process)
+        if wait:
+            self.ready(process)
+        return process
+
+    @staticmethod
+    def stderr_of(process: subprocess.Popen) -> str:
+        errors = process.errors  # type: ignore[attr-defined]
+        errors.seek(0)
+        return errors.read()[-3000:]
+
+    def ready(self, process: subprocess.Popen) -> None:
+        line = process.stdout.readline()  # type: ignore[union-attr]
+        if line.strip() != "ready":
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"worker {process.args[2:4]} did not start: {line}"  # type: ignore[index]
+                               f"{self.stderr_of(process)}")
+
+    @staticmethod
+    def go(process: subprocess.Popen) -> None:
+        process.stdin.write("go\n")  # type: ignore[union-attr]
+        process.stdin.flush()  # type: ignore[union-attr]
+
+    def collect(self, process: subprocess.Popen, timeout: float = 300) -> dict[str, Any]:
+        """The JSON a worker printed last; raises with its stderr when it failed."""
+        try:
+            out, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, _ = process.communicate()
+            raise RuntimeError(f"worker timed out: {self.stderr_of(process)}") from None
+        finally:
+            if process in self.processes:
+                self.processes.remove(process)
+        lines = [line for line in out.strip().splitlines() if line.strip()]
+        if process.returncode != 0 or not lines:
+            raise RuntimeError(f"worker exited with {process.returncode}: "
+                               f"{self.stderr_of(process)}")
+        try:
+            return json.loads(lines[-1])
+        except ValueError:
+            raise RuntimeError(f"worker said {lines[-1][:200]!r}: "
+                               f"{self.stderr_of(process)}") from None
+
+    # -- Django state -----------------------------------------------------------------------------
+    def offset(self, channel: str, server: Any = None) -> int:
+        server = server or self.server
+        return history_offset(server.api_url, server.api_key, channel)
 
     def use_api(self, url: str) -> None:
         from django.conf import settings
@@ -166,31 +327,51 @@ class Bench:
         settings.CENTRIFUGO_API_URL = url
         client.close_session()
 
+    @contextlib.contextmanager
+    def app_settings(self, **values: Any) -> Iterator[None]:
+        """``INSTANT_SIGNALS`` keys changed for a block (they are read when used)."""
+        from django.conf import settings
+
+        old = settings.INSTANT_SIGNALS
+        settings.INSTANT_SIGNALS = {**old, **values}
+        try:
+            yield
+        finally:
+            settings.INSTANT_SIGNALS = old
+
     @staticmethod
-    def item_model():
+    def item_model() -> Any:
         from benchproject.benchapp.models import Item
 
         return Item
 
-    def broadcast_on(self) -> None:
-        from instant_signals.registry import registry
+    def broadcast_on(self, channel: str = ITEM_CHANNEL) -> None:
+        """The bench model registered (all its fields) into ``channel``."""
+        from instant_signals import broadcast_registry
 
         Item = self.item_model()
-        if not registry.is_registered(Item):
-            registry.register(Item, channels=[ITEM_CHANNEL])
+        declared = broadcast_registry.declarations(Item)
+        if declared and [t.template for t in declared[0].templates] == [channel]:
+            return
+        broadcast_registry.unregister(Item)
+        broadcast_registry.register(Item, channels=[channel], fields="__all__")
 
     def broadcast_off(self) -> None:
-        from instant_signals.registry import registry
+        from instant_signals import broadcast_registry
 
-        registry.unregister(self.item_model())
+        broadcast_registry.unregister(self.item_model())
 
     # -- scenario 1 ----------------------------------------------------------------------------
     def s1(self) -> dict[str, Any]:
-        from instant_signals import publish
-        from instant_signals.publishing import envelope
+        from instant_signals import envelope, publish
 
         n = self.sizes["s1"]
         site = "Bench site"
+
+        def bodies(channel: str) -> list[bytes]:
+            return [dump({"channel": channel,
+                          "data": envelope.custom_event(channel, f"message {i}", site=site)}).encode()
+                    for i in range(n)]
 
         def run_instant_signals(channel: str) -> float:
             start = time.perf_counter()
@@ -207,14 +388,32 @@ class Bench:
                     channel=channel, data={"channel": channel, "site": site, "message": f"message {i}"}))
             return time.perf_counter() - start
 
-        def run_raw(channel: str) -> float:
+        def run_urllib3(channel: str) -> float:
+            import urllib3
+
+            pool = urllib3.PoolManager(maxsize=1, retries=False,
+                                       timeout=urllib3.Timeout(connect=2.0, read=10.0))
+            headers = {"X-API-Key": self.api_key, "Content-Type": "application/json"}
+            url = f"{self.api_url}/publish"
+            encoded = bodies(channel)
+            start = time.perf_counter()
+            for body in encoded:
+                reply = pool.request("POST", url, body=body, headers=headers)
+                if reply.status != 200 or "error" in json.loads(reply.data):
+                    raise RuntimeError(f"HTTP {reply.status}: {reply.data[:200]!r}")
+            elapsed = time.perf_counter() - start
+            pool.clear()
+            return elapsed
+
+        def run_requests(channel: str) -> float:
+            import requests
+
             session = requests.Session()
             headers = {"X-API-Key": self.api_key, "Content-Type": "application/json"}
             url = f"{self.api_url}/publish"
-            bodies = [dump({"channel": channel, "data": envelope(channel, f"message {i}")})
-                      for i in range(n)]
+            encoded = bodies(channel)
             start = time.perf_counter()
-            for body in bodies:
+            for body in encoded:
                 reply = session.post(url, data=body, headers=headers, timeout=10)
                 if reply.status_code != 200 or "error" in reply.json():
                     raise RuntimeError(reply.text)
@@ -230,10 +429,9 @@ class Bench:
             conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
             headers = {"X-API-Key": self.api_key, "Content-Type": "application/json"}
             path = f"{url.path}/publish"
-            bodies = [dump({"channel": channel, "data": envelope(channel, f"message {i}")}).encode()
-                      for i in range(n)]
+            encoded = bodies(channel)
             start = time.perf_counter()
-            for body in bodies:
+            for body in encoded:
                 conn.request("POST", path, body=body, headers=headers)
                 reply = conn.getresponse()
                 if reply.status != 200 or "error" in json.loads(reply.read()):
@@ -252,7 +450,8 @@ class Bench:
             "instant_signals publish()": run_instant_signals,
             "cent 5 Client (reused)": run_cent5,
             "django-instant publish()": run_django_instant,
-            "raw requests.Session floor": run_raw,
+            "raw urllib3 pool floor": run_urllib3,
+            "raw requests.Session floor": run_requests,
             "raw http.client keep-alive (stdlib)": run_http_client,
         }
         results = self.run_arms("s1", arms, lambda seconds: n / seconds, n)
@@ -264,9 +463,10 @@ class Bench:
                  metric: Callable[[float], float], expected: int) -> dict[str, Any]:
         """Each arm once per round, into a fresh channel; counts what Centrifugo accepted."""
         raw: dict[str, dict[str, Any]] = {
-            name: {"values": [], "received": [], "status": "ok", "error": None} for name in arms}
-        for r in range(self.rounds):
-            for index, (name, fn) in enumerate(arms.items()):
+            name: {"values": [], "delivered": [], "status": "ok", "error": None} for name in arms}
+        rounds = self.rounds_for(tag)
+        for r in range(rounds):
+            for index, (name, fn) in rotated(arms, r):
                 slot = raw[name]
                 if slot["status"] != "ok":
                     continue
@@ -279,20 +479,20 @@ class Bench:
                 except Unavailable as exc:
                     slot.update(status="unavailable", error=str(exc))
                     continue
-                except Exception as exc:  # noqa: BLE001 - a failing peer is a result, not a crash
-                    slot.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+                except Exception as exc:  # noqa: BLE001 - a failing arm is a result, not a crash
+                    slot.update(status="failed", error=describe(exc))
                     log(f"{tag} {name}: FAILED {slot['error']}")
                     continue
                 slot["values"].append(metric(seconds))
-                slot["received"].append(self.offset(channel))
-            log(f"{tag} round {r + 1}/{self.rounds} done")
+                slot["delivered"].append(self.offset(channel))
+            log(f"{tag} round {r + 1}/{rounds} done")
         out: dict[str, Any] = {"arms": {}}
         for name, slot in raw.items():
-            arm = {"status": slot["status"], "error": slot["error"], **summary(slot["values"]),
-                   "sent_per_round": expected, "received_per_round": slot["received"]}
-            if slot["status"] == "ok" and any(got != expected for got in slot["received"]):
-                arm["status"] = "lost"
-            out["arms"][name] = arm
+            if slot["status"] != "ok":
+                out["arms"][name] = failed_arm(slot["status"], slot["error"])
+                continue
+            out["arms"][name] = arm_result(slot["values"], expected=[expected] * len(slot["values"]),
+                                           delivered=slot["delivered"])
         return out
 
     # -- scenario 2 ----------------------------------------------------------------------------
@@ -330,14 +530,15 @@ class Bench:
         expected = {"off": 0, "disabled": 0, "on": n, "peer": n}
         for mode in ("off", "disabled", "on"):  # warm caches and connections, untimed
             timed_saves(mode)
-        raw = {name: {"values": [], "received": [], "status": "ok", "error": None} for name in arms}
+        raw = {name: {"values": [], "delivered": [], "status": "ok", "error": None} for name in arms}
         reps = 1 if self.args.quick else 3
-        for r in range(self.rounds):
+        rounds = self.rounds_for("s2")
+        for r in range(rounds):
             best: dict[str, list[tuple[float, int]]] = {"off": [], "disabled": [], "on": []}
             for _ in range(reps):
                 for mode in best:
                     best[mode].append(timed_saves(mode))
-            for index, (name, mode) in enumerate(arms.items()):
+            for name, mode in arms.items():
                 slot = raw[name]
                 if slot["status"] != "ok":
                     continue
@@ -358,12 +559,12 @@ class Bench:
                         gots = [g for _, g in best[mode]]
                         got = next((g for g in gots if g != expected[mode]), gots[0])
                 except Exception as exc:  # noqa: BLE001
-                    slot.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+                    slot.update(status="failed", error=describe(exc))
                     log(f"s2 {name}: FAILED {slot['error']}")
                     continue
                 slot["values"].append(seconds * 1000)
-                slot["received"].append(got)
-            log(f"s2 round {r + 1}/{self.rounds} done")
+                slot["delivered"].append(got)
+            log(f"s2 round {r + 1}/{rounds} done")
 
         # One untimed pass through the counting proxy: HTTP requests and TCP connections.
         requests_sent: dict[str, Any] = {}
@@ -389,33 +590,32 @@ class Bench:
         out: dict[str, Any] = {"arms": {}, "unit": "ms", "n": n}
         for name, slot in raw.items():
             mode = arms[name]
-            arm = {"status": slot["status"], "error": slot["error"], **summary(slot["values"]),
-                   "sent_per_round": expected[mode], "received_per_round": slot["received"],
-                   **requests_sent.get(name, {"http_requests": None, "tcp_connections": None})}
-            if slot["status"] == "ok" and any(got != expected[mode] for got in slot["received"]):
-                arm["status"] = "lost"
-            out["arms"][name] = arm
+            counts = requests_sent.get(name, {"http_requests": None, "tcp_connections": None})
+            if slot["status"] != "ok":
+                out["arms"][name] = failed_arm(slot["status"], slot["error"], **counts)
+                continue
+            out["arms"][name] = arm_result(
+                slot["values"], expected=[expected[mode]] * len(slot["values"]),
+                delivered=slot["delivered"], **counts)
         off = out["arms"]["off (model not registered)"]
         on = out["arms"]["@broadcast on"]
-        ratios = [a / b for a, b in zip(on["rounds"], off["rounds"])]
-        out["on_over_off"] = summary(ratios)
+        out["on_over_off"] = summary([a / b for a, b in zip(on["rounds"], off["rounds"])])
         return out
 
     # -- scenario 3 ----------------------------------------------------------------------------
     def s3(self) -> dict[str, Any]:
         from django.db import transaction
 
-        from subscriber import Subscriber
-
         from instant_signals.tokens import connection_token
+        from subscriber import Subscriber
 
         n = self.sizes["s3"]
         Item = self.item_model()
         out: dict[str, Any] = {"arms": {}, "unit": "ms", "n": n}
         cent_client: Any = None
 
-        def instant_signals_arm(sub: Subscriber, r: int) -> list[float | None]:
-            self.broadcast_on()
+        def instant_signals_arm(sub: Subscriber, channel: str, r: int) -> list[float | None]:
+            self.broadcast_on(channel)
             latencies = []
             for i in range(n):
                 stamp: list[float] = []
@@ -424,12 +624,13 @@ class Bench:
                     transaction.on_commit(lambda: stamp.append(time.perf_counter()))
                     item = Item(**item_values(100000 + r * n + i))
                     item.save()
-                    sub.expect(str(item.pk))
-                arrived = sub.wait(str(item.pk))
+                    sub.expect(channel, item.pk)
+                arrived = sub.wait(channel, item.pk)
                 latencies.append(None if arrived is None else arrived - stamp[0])
+            self.broadcast_on()
             return latencies
 
-        def cent5_arm(sub: Subscriber, r: int) -> list[float | None]:
+        def cent5_arm(sub: Subscriber, channel: str, r: int) -> list[float | None]:
             nonlocal cent_client
             Client, PublishRequest = cent5()
             cent_client = cent_client or Client(self.api_url, self.api_key)
@@ -441,45 +642,53 @@ class Bench:
                     transaction.on_commit(lambda: stamp.append(time.perf_counter()))
                     item = Item(**item_values(200000 + r * n + i))
                     item.save()
-                    key = str(item.pk)
-                    data = {"channel": sub.channel, "site": "Bench site", "event_class": "created",
+                    data = {"channel": channel, "site": "Bench site", "event_class": "created",
                             "bucket": "benchapp.item", "data": {"pk": item.pk, "title": item.title}}
                     transaction.on_commit(lambda data=data: cent_client.publish(
-                        PublishRequest(channel=sub.channel, data=data)))
-                    sub.expect(key)
-                arrived = sub.wait(key)
+                        PublishRequest(channel=channel, data=data)))
+                    sub.expect(channel, item.pk)
+                arrived = sub.wait(channel, item.pk)
                 latencies.append(None if arrived is None else arrived - stamp[0])
             self.broadcast_on()
             return latencies
 
-        arms = {"@broadcast on (after commit)": (instant_signals_arm, ITEM_CHANNEL),
-                "cent 5 in transaction.on_commit": (cent5_arm, "bench:s3-cent")}
-        for name, (fn, channel) in arms.items():
-            p50s, p99s, lost, status, error = [], [], [], "ok", None
-            # an anonymous connection token (sub ""), as get_token/ gives a visitor
-            sub = Subscriber(self.server.ws_url, channel, connection_token(None, lifetime=3600))
-            try:
-                sub.start()
-                for r in range(self.rounds):
-                    latencies = fn(sub, r)
+        arms = {"@broadcast on (after commit)": instant_signals_arm,
+                "cent 5 in transaction.on_commit": cent5_arm}
+        # an anonymous connection token (sub ""), as get_token/ gives a visitor
+        sub = Subscriber(self.server.ws_url, connection_token(None, lifetime=3600)).start()
+        rounds = self.rounds_for("s3")
+        raw = {name: {"p50": [], "p99": [], "delivered": [], "received": [], "status": "ok",
+                      "error": None} for name in arms}
+        try:
+            for r in range(rounds):
+                for index, (name, fn) in rotated(arms, r):
+                    slot = raw[name]
+                    if slot["status"] != "ok":
+                        continue
+                    channel = f"bench:s3-a{index}-r{r}"
+                    sub.add(channel)
+                    try:
+                        latencies = fn(sub, channel, r)
+                    except Unavailable as exc:
+                        slot.update(status="unavailable", error=str(exc))
+                        continue
+                    except Exception as exc:  # noqa: BLE001
+                        slot.update(status="failed", error=describe(exc))
+                        log(f"s3 {name}: FAILED {slot['error']}")
+                        continue
+                    finally:
+                        sub.remove(channel)
                     got = [x * 1000 for x in latencies if x is not None]
-                    lost.append(n - len(got))
                     if got:
-                        p50s.append(percentile(got, 0.5))
-                        p99s.append(percentile(got, 0.99))
-                log(f"s3 {name} done")
-            except Unavailable as exc:
-                status, error = "unavailable", str(exc)
-            except Exception as exc:  # noqa: BLE001
-                status, error = "failed", f"{type(exc).__name__}: {exc}"[:500]
-                log(f"s3 {name}: FAILED {error}")
-            finally:
-                sub.close()
-            out["arms"][name] = {
-                "status": "lost" if status == "ok" and any(lost) else status, "error": error,
-                "p50": summary(p50s), "p99": summary(p99s), "sent_per_round": n,
-                "received_per_round": [n - x for x in lost],
-            }
+                        slot["p50"].append(percentile(got, 0.5))
+                        slot["p99"].append(percentile(got, 0.99))
+                    slot["received"].append(len(got))
+                    slot["delivered"].append(self.offset(channel))
+                log(f"s3 round {r + 1}/{rounds} done")
+        finally:
+            sub.close()
+        for name, slot in raw.items():
+            out["arms"][name] = latency_arm(slot, n)
         out["arms"]["django-instant publish() in post_save"] = {
             "status": "not applicable",
             "error": "publishes inside the transaction, before COMMIT: clients may see rows that "
@@ -492,7 +701,10 @@ class Bench:
         """CPU time (process_time: time spent descheduled by other users of the machine is left
         out) of n saves in one transaction inside capture_broadcasts, on minus off; each round
         takes the best of PAIRS alternating off/on blocks. A second, SQL-free measure sends the
-        same signals by hand, so only Django's dispatch and instant_signals' hooks are timed."""
+        same signals by hand, so only Django's dispatch and instant_signals' hooks are timed.
+        Then what previous values cost: django-model-utils' FieldTracker on the same model
+        (per save and per loaded row), against the snapshot instant_signals takes (per loaded
+        row; its per-save part is inside the hooks' cost)."""
         from django.db import transaction
         from django.db.models.signals import post_save
 
@@ -502,6 +714,10 @@ class Bench:
         pairs = 2 if self.args.quick else 4
         base = 300000
         Item = self.item_model()
+        try:
+            from benchproject.benchapp.models import TrackedItem
+        except ImportError:
+            TrackedItem = None
 
         def block(on: bool) -> tuple[float, int]:
             nonlocal base
@@ -532,9 +748,41 @@ class Bench:
                 raise RuntimeError(f"captured {len(published)} of {n}")
             return elapsed
 
+        def plain_saves(model: Any) -> float:
+            """n saves of new rows of ``model`` (not registered) plus one update each."""
+            nonlocal base
+            clear_table(model._meta.db_table)
+            gc.collect()
+            start = time.process_time()
+            with transaction.atomic():
+                for i in range(base, base + n):
+                    row = model(**item_values(i))
+                    row.save()
+                    row.count += 1
+                    row.save()
+            elapsed = time.process_time() - start
+            base += n
+            return elapsed / 2  # per save
+
+        def loads(model: Any) -> float:
+            gc.collect()
+            start = time.process_time()
+            rows = list(model.objects.all())
+            elapsed = time.process_time() - start
+            if len(rows) != n:
+                raise RuntimeError(f"loaded {len(rows)} of {n}")
+            return elapsed
+
+        def fill(model: Any) -> None:
+            clear_table(model._meta.db_table)
+            with transaction.atomic():
+                model.objects.bulk_create([model(**item_values(i)) for i in range(n)])
+
         on_us, off_us, cost, captured, direct = [], [], [], [], []
+        ft_save, ft_load, snap_load = [], [], []
         block(False), block(True), hooks_only(False), hooks_only(True)  # warm up, untimed
-        for r in range(self.rounds):
+        rounds = self.rounds_for("s4")
+        for r in range(rounds):
             offs, ons = [], []
             for _ in range(pairs):
                 offs.append(block(False)[0])
@@ -549,25 +797,49 @@ class Bench:
             for _ in range(pairs * 3):  # cheap blocks: more of them, alternating, best of each
                 d_offs.append(hooks_only(False))
                 d_ons.append(hooks_only(True))
-            d_off, d_on = min(d_offs), min(d_ons)
-            direct.append((d_on - d_off) / n * 1e6)
-            log(f"s4 round {r + 1}/{self.rounds} done")
+            direct.append((min(d_ons) - min(d_offs)) / n * 1e6)
+            # previous values: FieldTracker against nothing, and our snapshot against nothing
+            self.broadcast_off()
+            if TrackedItem is not None:
+                plain, tracked = [], []
+                for _ in range(pairs):
+                    plain.append(plain_saves(Item))
+                    tracked.append(plain_saves(TrackedItem))
+                ft_save.append((min(tracked) - min(plain)) / n * 1e6)
+                fill(Item), fill(TrackedItem)
+                plain, tracked = [], []
+                for _ in range(pairs * 3):
+                    plain.append(loads(Item))
+                    tracked.append(loads(TrackedItem))
+                ft_load.append((min(tracked) - min(plain)) / n * 1e6)
+            fill(Item)
+            plain, snap = [], []
+            for _ in range(pairs * 3):
+                self.broadcast_off()
+                plain.append(loads(Item))
+                self.broadcast_on()
+                snap.append(loads(Item))
+            snap_load.append((min(snap) - min(plain)) / n * 1e6)
+            log(f"s4 round {r + 1}/{rounds} done")
         self.broadcast_on()
-        status = "ok" if all(c == n for c in captured) else "lost"
+        tracker = (arm_result(ft_save), arm_result(ft_load)) if TrackedItem is not None else (
+            failed_arm("unavailable", "django-model-utils is not installed in this venv"),) * 2
         return {"unit": "µs/save", "n": n, "clock": "process_time", "arms": {
-            "hooks' own cost (on − off)": {"status": status, "error": None, **summary(cost),
-                                           "sent_per_round": n, "received_per_round": captured},
-            "save with @broadcast on (capture)": {"status": "ok", "error": None, **summary(on_us)},
-            "save, model not registered": {"status": "ok", "error": None, **summary(off_us)},
-            "hooks alone, signals sent without SQL (on − off)": {
-                "status": "ok", "error": None, **summary(direct)},
+            "hooks' own cost (on − off)": arm_result(cost, expected=[n] * len(captured),
+                                                     delivered=captured),
+            "save with @broadcast on (capture)": arm_result(on_us),
+            "save, model not registered": arm_result(off_us),
+            "hooks alone, signals sent without SQL (on − off)": arm_result(direct),
+            "django-model-utils FieldTracker, per save (tracked − plain)": tracker[0],
+            "django-model-utils FieldTracker, per loaded row (µs/row)": tracker[1],
+            "instant_signals snapshot, per loaded row (µs/row)": arm_result(snap_load),
         }}
 
     # -- scenario 5 ----------------------------------------------------------------------------
     def s5(self) -> dict[str, Any]:
         n = self.sizes["s5"]
         base = 1_000_000
-        rounds = min(self.rounds, 3)
+        rounds = self.rounds_for("s5")
 
         def peak(on: bool) -> tuple[float, int]:
             nonlocal base
@@ -584,24 +856,72 @@ class Bench:
             base += n
             return (peak_bytes - baseline) / 1e6, self.offset(ITEM_CHANNEL) - before
 
-        on_mb, off_mb, diff, received = [], [], [], []
+        on_mb, off_mb, diff, delivered = [], [], [], []
         for r in range(rounds):
             off, _ = peak(False)
             on, got = peak(True)
             on_mb.append(on)
             off_mb.append(off)
             diff.append(on - off)
-            received.append(got)
+            delivered.append(got)
             log(f"s5 round {r + 1}/{rounds} done")
         self.broadcast_on()
-        status = "ok" if all(g == n for g in received) else "lost"
         return {"unit": "MB", "n": n, "arms": {
-            "@broadcast on, peak above baseline": {"status": status, "error": None, **summary(on_mb),
-                                                   "sent_per_round": n, "received_per_round": received},
-            "model not registered, peak above baseline": {"status": "ok", "error": None,
-                                                          **summary(off_mb)},
-            "events' share (on − off)": {"status": "ok", "error": None, **summary(diff)},
+            "@broadcast on, peak above baseline": arm_result(
+                on_mb, expected=[n] * rounds, delivered=delivered),
+            "model not registered, peak above baseline": arm_result(off_mb),
+            "events' share (on − off)": arm_result(diff),
         }, "peers": "django-instant publishes at each save and collects nothing (see scenario 2)"}
+
+    # -- scenarios 6-11 live in their own modules ---------------------------------------------------
+    def s6(self) -> dict[str, Any]:
+        import durable
+
+        return durable.s6(self)
+
+    def s6b(self) -> dict[str, Any]:
+        import durable
+
+        return durable.s6b(self)
+
+    def s7(self) -> dict[str, Any]:
+        import durable
+
+        return durable.s7(self)
+
+    def s8(self) -> dict[str, Any]:
+        import durable
+
+        return durable.s8(self)
+
+    def s9(self) -> dict[str, Any]:
+        import concurrency
+
+        return concurrency.s9(self)
+
+    def s10(self) -> dict[str, Any]:
+        import concurrency
+
+        return concurrency.s10(self)
+
+    def s11(self) -> dict[str, Any]:
+        import durable
+
+        return durable.s11(self)
+
+
+def latency_arm(slot: dict[str, Any], n: int, **extra: Any) -> dict[str, Any]:
+    """p50/p99 (ms) per round of a latency arm; what Centrifugo accepted (``delivered``) and
+    what the subscriber got in time (``received``) per round must both be ``n``."""
+    if slot["status"] != "ok":
+        return {"status": slot["status"], "error": slot["error"], "p50": summary([]),
+                "p99": summary([]), **extra}
+    expected = [n] * len(slot["delivered"])
+    ok = slot["delivered"] == expected and slot.get("received", expected) == expected
+    return {"status": "ok" if ok else "lost", "error": None, "p50": summary(slot["p50"]),
+            "p99": summary(slot["p99"]), "expected_per_round": expected,
+            "delivered_per_round": slot["delivered"],
+            "received_per_round": slot.get("received", expected), **extra}
 
 
 # -- targets and the table -----------------------------------------------------------------------
@@ -614,96 +934,167 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     def add(what: str, value: Any, target: str, ok: bool | None) -> None:
         rows.append({"target": what, "measured": value, "goal": target, "pass": ok})
 
-    s1 = results["scenarios"].get("s1")
-    if s1:
-        ours = arm("s1", "instant_signals publish()").get("median")
-        di = arm("s1", "django-instant publish()")
-        cent = arm("s1", "cent 5 Client (reused)").get("median")
-        raw = arm("s1", "raw requests.Session floor").get("median")
-        if ours and di.get("median"):
-            add("S1 rate vs django-instant", f"{ours / di['median']:.2f}×", "≥ 3×", ours >= 3 * di["median"])
+    def ratio_row(what: str, a: Any, b: Any, goal: str, limit: float, higher: bool = True,
+                  pct: bool = False) -> None:
+        if a and b:
+            value = a / b
+            text = f"{value:.0%}" if pct else f"{value:.2f}×"
+            add(what, text, goal, value >= limit if higher else value <= limit)
         else:
-            add("S1 rate vs django-instant", di.get("status"), "≥ 3×", None)
-        if ours and cent:
-            add("S1 rate vs cent 5", f"{ours / cent:.2f}×", "≥ 1×", ours >= cent)
-        if ours and raw:
-            add("S1 rate vs raw floor", f"{ours / raw:.0%}", "≥ 80%", ours >= 0.8 * raw)
-    s2 = results["scenarios"].get("s2")
-    if s2:
+            add(what, None, goal, None)
+
+    scenarios = results["scenarios"]
+    if "s1" in scenarios:
+        ours = arm("s1", "instant_signals publish()").get("median")
+        ratio_row("S1 rate vs django-instant", ours, arm("s1", "django-instant publish()").get("median"),
+                  "≥ 3×", 3)
+        ratio_row("S1 rate vs cent 5", ours, arm("s1", "cent 5 Client (reused)").get("median"), "≥ 1×", 1)
+        ratio_row("S1 rate vs raw floor (urllib3 pool, the transport underneath)", ours,
+                  arm("s1", "raw urllib3 pool floor").get("median"), "≥ 80%", 0.8, pct=True)
+        ratio_row("S1 rate vs raw floor (requests.Session)", ours,
+                  arm("s1", "raw requests.Session floor").get("median"), "≥ 80%", 0.8, pct=True)
+    if "s2" in scenarios:
+        s2 = scenarios["s2"]
         ratio = s2["on_over_off"]["median"]
         add("S2 on / off time", f"{ratio:.2f}×" if ratio else None, "≤ 1.5×",
-            ratio is not None and ratio <= 1.5)
-        on = arm("s2", "@broadcast on")
-        add("S2 HTTP requests, @broadcast on", on.get("http_requests"), "≤ 10",
-            on.get("http_requests") is not None and on["http_requests"] <= 10)
-        di = arm("s2", "django-instant publish() in post_save")
-        add("S2 HTTP requests, django-instant style", di.get("http_requests"), f"= {s2['n']} (one per save)",
-            None if di.get("http_requests") is None else di["http_requests"] == s2["n"])
-    s3 = results["scenarios"].get("s3")
-    if s3:
+            None if ratio is None else ratio <= 1.5)
+        on = arm("s2", "@broadcast on").get("http_requests")
+        add("S2 HTTP requests, @broadcast on", on, "≤ 10", None if on is None else on <= 10)
+        di = arm("s2", "django-instant publish() in post_save").get("http_requests")
+        add("S2 HTTP requests, django-instant style", di, f"= {s2['n']} (one per save)",
+            None if di is None else di == s2["n"])
+    if "s3" in scenarios:
         a = arm("s3", "@broadcast on (after commit)")
         p50 = a.get("p50", {}).get("median")
         p99 = a.get("p99", {}).get("median")
-        add("S3 p50 commit→receipt", f"{p50:.2f} ms" if p50 else None, "< 5 ms", p50 is not None and p50 < 5)
-        add("S3 p99 commit→receipt", f"{p99:.2f} ms" if p99 else None, "< 20 ms", p99 is not None and p99 < 20)
-    s4 = results["scenarios"].get("s4")
-    if s4:
-        v = arm("s4", "hooks' own cost (on − off)").get("median")
-        add("S4 hooks' cost per save (full saves, on − off)", f"{v:.1f} µs", "< 50 µs",
-            v is not None and v < 50)
-        v = arm("s4", "hooks alone, signals sent without SQL (on − off)").get("median")
-        add("S4 hooks' cost per save (signals without SQL)", f"{v:.1f} µs", "< 50 µs",
-            v is not None and v < 50)
-    s5 = results["scenarios"].get("s5")
-    if s5:
+        add("S3 p50 commit→receipt", ms(p50), "< 5 ms", None if p50 is None else p50 < 5)
+        add("S3 p99 commit→receipt", ms(p99), "< 20 ms", None if p99 is None else p99 < 20)
+    if "s4" in scenarios:
+        for name, what in (("hooks' own cost (on − off)", "full saves, on − off"),
+                           ("hooks alone, signals sent without SQL (on − off)", "signals without SQL")):
+            v = arm("s4", name).get("median")
+            add(f"S4 hooks' cost per save ({what})", None if v is None else f"{v:.1f} µs",
+                "< 50 µs", None if v is None else v < 50)
+    if "s5" in scenarios:
         v = arm("s5", "@broadcast on, peak above baseline").get("median")
-        add(f"S5 peak, {s5['n']} events in one transaction", f"{v:.1f} MB", "< 50 MB",
-            v is not None and v < 50)
+        add(f"S5 peak, {scenarios['s5']['n']:,} events in one transaction",
+            None if v is None else f"{v:.1f} MB", "< 50 MB", None if v is None else v < 50)
+    if "s6" in scenarios:
+        for db in ("SQLite", "PostgreSQL"):
+            v = scenarios["s6"].get("ratios", {}).get(db, {}).get("median")
+            add(f"S6 outbox write cost, {db} (outbox / off)", None if v is None else f"{v:.2f}×",
+                "≤ 1.3×", None if v is None else v <= 1.3)
+    if "s6b" in scenarios:
+        a = arm("s6b", REQUIRED_SQLITE)
+        for key, what in (("lock_errors", "lock errors (writers + relay)"),
+                          ("resent_batches", "re-sent batches"), ("lost", "events lost")):
+            v = a.get(key)
+            add(f"S6b {what}, recommended SQLite settings", v, "= 0",
+                None if v is None else v == 0)
+    if "s7" in scenarios:
+        v = arm("s7", "relay_outbox --once, SQLite (WAL)").get("median")
+        add("S7 relay drain rate, SQLite", None if v is None else f"{v:,.0f}/s", "≥ 10,000/s",
+            None if v is None else v >= 10000)
+        v = arm("s7", "relay_outbox --once, PostgreSQL").get("median")
+        add("S7 relay drain rate, PostgreSQL", None if v is None else f"{v:,.0f}/s", "≥ 10,000/s",
+            None if v is None else v >= 10000)
+    if "s8" in scenarios:
+        for name in scenarios["s8"]["arms"]:
+            v = arm("s8", name).get("p99", {}).get("median")
+            add(f"S8 p99 commit→receipt, {name}", ms(v), "< 50 ms", None if v is None else v < 50)
+    if "s9" in scenarios:
+        for layout in ("8 threads", "4 processes"):
+            ours = arm("s9", f"instant_signals publish(), {layout}").get("median")
+            ratio_row(f"S9 {layout}: publish() vs raw urllib3 pool", ours,
+                      arm("s9", f"raw urllib3 pool, {layout}").get("median"), "≥ 0.9×", 0.9)
+            ratio_row(f"S9 {layout}: publish() vs cent 5", ours,
+                      arm("s9", f"cent 5 Client, {layout}").get("median"), "(reported)", 0)
+    if "s10" in scenarios:
+        ours = arm("s10", "instant_signals apublish()")
+        ratio_row("S10 apublish() vs cent 5 AsyncClient", ours.get("median"),
+                  arm("s10", "cent 5 AsyncClient").get("median"), "≥ 1.0×", 1.0)
+        lag = ours.get("loop_lag_max_ms", {})
+        add("S10 event-loop stall, apublish() (median of each round's longest)",
+            ms(lag.get("median")), "≤ 5 ms", None if lag.get("median") is None else lag["median"] <= 5)
+        add("S10 event-loop stall, apublish() (longest in any round)", ms(lag.get("max")),
+            "≤ 5 ms", None if lag.get("max") is None else lag["max"] <= 5)
+        busy = ours.get("loop_busy_max_ms", {}).get("max")
+        add("S10 longest stretch of the loop's thread running, apublish()", ms(busy), "≤ 5 ms",
+            None if busy is None else busy <= 5)
     return rows
 
 
-def fmt(value: Any, unit: str = "") -> str:
+REQUIRED_SQLITE = "WAL + IMMEDIATE + timeout 20 s (what the docs require)"
+
+
+def ms(value: float | None) -> str | None:
+    return None if value is None else f"{value:.2f} ms"
+
+
+def fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
-    else:
-        text = str(value)
-    return text
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
+    return str(value)
+
+
+TITLES = {
+    "s1": "1. sequential publish(), {n} messages (msg/s)",
+    "s2": "2. {n} saves in one transaction (ms)",
+    "s3": "3. commit → subscriber, {n} events (ms)",
+    "s4": "4. hooks' own cost, capture mode, {n} saves (µs/save)",
+    "s5": "5. peak memory, {n} events in one transaction (MB)",
+    "s6": "6. outbox write, {n} saves in one transaction (ms)",
+    "s6b": "6b. SQLite, 4 writers × {n} transactions while the relay drains (transactions/s)",
+    "s7": "7. drain {n} committed outbox rows to a subscriber (events/s)",
+    "s8": "8. durable commit → subscriber, {n} events (ms)",
+    "s9": "9. publish() × {n} per thread/process (msg/s, total)",
+    "s10": "10. {n} async publishes, 100 in flight (msg/s)",
+    "s11": "11. Centrifugo hung (SIGSTOP) {n} updates, then resumed",
+}
+
+
+def notes_of(arm: dict[str, Any]) -> str:
+    status = arm.get("status")
+    notes = [] if status == "ok" else [f"{status}: {arm.get('error') or ''}"]
+    if arm.get("http_requests") is not None:
+        notes.insert(0, f"{arm['http_requests']} HTTP requests, {arm['tcp_connections']} TCP "
+                        f"connections")
+    for key in ("note",):
+        if arm.get(key):
+            notes.append(str(arm[key]))
+    return "; ".join(notes)
+
+
+def delivered_of(arm: dict[str, Any]) -> str:
+    expected, delivered = arm.get("expected_per_round"), arm.get("delivered_per_round")
+    if not expected:
+        return "-"
+    if len(set(expected)) == 1 and delivered:
+        return f"{min(delivered)}/{expected[0]}"
+    return f"{sum(delivered or [])}/{sum(expected)}"
 
 
 def table(results: dict[str, Any]) -> str:
     lines = ["| Scenario | Arm | Median | Spread (min..max) | Delivered | Notes |",
              "|---|---|---:|---:|---|---|"]
-    titles = {"s1": "1. sequential publish(), {n} messages (msg/s)",
-              "s2": "2. {n} saves in one transaction (ms)",
-              "s3": "3. commit → subscriber, {n} events (ms)",
-              "s4": "4. hooks' own cost, capture mode, {n} saves (µs/save)",
-              "s5": "5. peak memory, {n} events in one transaction (MB)"}
     for key, scenario in results["scenarios"].items():
-        title = titles[key].format(n=f"{scenario['n']:,}")
+        title = TITLES[key].format(n=f"{scenario['n']:,}")
         for name, arm in scenario["arms"].items():
-            status = arm.get("status")
-            delivered = "-"
-            if arm.get("received_per_round"):
-                delivered = f"{min(arm['received_per_round'], default=0)}/{arm['sent_per_round']}"
-            notes = "" if status == "ok" else f"{status}: {arm.get('error') or ''}"
-            if "http_requests" in arm and arm["http_requests"] is not None:
-                notes = (f"{arm['http_requests']} HTTP requests, {arm['tcp_connections']} TCP "
-                         f"connections " + notes).strip()
+            delivered, notes = delivered_of(arm), notes_of(arm)
             if "p50" in arm:
-                p50, p99 = arm["p50"], arm["p99"]
-                lines.append(f"| {title} | {name} p50 | {fmt(p50['median'])} | "
-                             f"{fmt(p50['min'])}..{fmt(p50['max'])} | {delivered} | {notes} |")
-                lines.append(f"| {title} | {name} p99 | {fmt(p99['median'])} | "
-                             f"{fmt(p99['min'])}..{fmt(p99['max'])} | {delivered} | |")
+                for q in ("p50", "p99"):
+                    s = arm[q]
+                    lines.append(f"| {title} | {name} {q} | {fmt(s['median'])} | "
+                                 f"{fmt(s['min'])}..{fmt(s['max'])} | {delivered} | "
+                                 f"{notes if q == 'p50' else ''} |")
                 continue
-            if "median" not in arm:
-                lines.append(f"| {title} | {name} | - | - | - | {notes} |")
+            if arm.get("median") is None and not arm.get("rounds"):
+                lines.append(f"| {title} | {name} | - | - | {delivered} | {notes} |")
                 continue
             lines.append(f"| {title} | {name} | {fmt(arm['median'])} | "
                          f"{fmt(arm['min'])}..{fmt(arm['max'])} | {delivered} | {notes} |")
-            title = titles[key].format(n=f"{scenario['n']:,}")
     lines += ["", "| Target | Measured | Goal | Result |", "|---|---:|---|---|"]
     for row in results["targets"]:
         verdict = {True: "pass", False: "FAIL", None: "n/a"}[row["pass"]]
@@ -713,21 +1104,30 @@ def table(results: dict[str, Any]) -> str:
 
 # -- profiling -------------------------------------------------------------------------------
 def profile(bench: Bench, out_dir: Path) -> None:
-    """cProfile of the instant_signals paths of S2 (real send), S4 (capture) and S5 (10k)."""
+    """cProfile of the instant_signals paths: S2 (real send), S4 (capture), S5 (10k), S6 (outbox
+    write), S7 (relay drain, in this process), S10 (apublish)."""
     import cProfile
     import io
     import pstats
 
+    import concurrency
+    import durable
     from instant_signals.testing import capture_broadcasts
 
     bench.broadcast_on()
-    jobs = {
+    jobs: dict[str, Callable[[], Any]] = {
         "s2": lambda: save_items(bench.sizes["s2"], 5_000_000),
         "s4": lambda: _captured(capture_broadcasts, bench.sizes["s4"], 6_000_000),
         "s5": lambda: save_items(bench.sizes["s5"], 7_000_000),
+        "s1": lambda: concurrency.publish_loop(bench, bench.sizes["s1"]),
     }
+    jobs.update(durable.profile_jobs(bench))
+    jobs.update(concurrency.profile_jobs(bench))
     for name, job in jobs.items():
         clear_items()
+        prepare = getattr(job, "prepare", None)
+        if prepare is not None:
+            prepare()
         prof = cProfile.Profile()
         prof.enable()
         job()
@@ -759,30 +1159,56 @@ def _user_args(argv: list[str]) -> list[str]:
     return out
 
 
+def versions(bench: Bench) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, Any] = {}
+    for name in ("Django", "urllib3", "cent", "centrifuge-python", "psycopg",
+                 "django-model-utils", "aiohttp", "asgiref"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    import sqlite3
+
+    out["sqlite"] = sqlite3.sqlite_version
+    out["postgresql"] = getattr(bench, "pg_version", None)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few dozen events, one round")
+    parser.add_argument("--quick", action="store_true",
+                        help="every arm of every scenario, small sizes, one round (< 2 minutes)")
     parser.add_argument("--rounds", type=int, default=0, help="rounds per arm (default 5, quick 1)")
-    parser.add_argument("--scenarios", default="s1,s2,s3,s4,s5")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--peer-python", default=str(ROOT / ".venv-peer-instant" / "bin" / "python"))
     parser.add_argument("--out", default=str(HERE / "results" / "latest.json"))
     parser.add_argument("--profile", action="store_true", help="also write cProfile reports")
     args = parser.parse_args(argv)
+    chosen = [k for k in args.scenarios.split(",") if k]
+    unknown = sorted(set(chosen) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
 
-    # a plain `kill` still stops Centrifugo and removes the temporary files (finally below)
+    # a plain `kill` still stops the servers and removes the temporary files (finally below)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = Bench(args)
     started = time.time()
-    print(f"== starting Centrifugo and the benchmark project in {bench.tmp}", file=sys.stderr)
+    print(f"== starting Centrifugo, PostgreSQL and the benchmark project in {bench.tmp}",
+          file=sys.stderr)
     results: dict[str, Any] = {"meta": {}, "scenarios": {}}
     try:
         bench.start()
-        for key in [k for k in args.scenarios.split(",") if k]:
+        for key in chosen:
             print(f"== scenario {key}", file=sys.stderr, flush=True)
+            t = time.time()
             results["scenarios"][key] = getattr(bench, key)()
+            results["scenarios"][key]["seconds"] = round(time.time() - t, 1)
         if args.profile:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             profile(bench, Path(args.out).parent)
+        meta_versions = versions(bench)
     finally:
         bench.stop()
     import django
@@ -791,13 +1217,17 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["benchmarks/run", *_user_args(argv if argv is not None else sys.argv[1:])]),
         "quick": args.quick,
         "rounds": bench.rounds,
+        "sizes": {k: bench.sizes[k] for k in chosen},
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "django": django.get_version(),
         "centrifugo": bench.binary_version(),
+        "versions": meta_versions,
         "peer": bench.peer_versions,
         "peer_problem": bench.peer_problem,
+        "postgres_problem": bench.pg_problem,
+        "load_average": os.getloadavg(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(time.time() - started, 1),
     }
@@ -806,9 +1236,10 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, ensure_ascii=False))
     print(table(results))
-    print(f"\n{args.quick and 'quick run' or 'full run'} in {results['meta']['seconds']} s; "
+    print(f"\n{'quick run' if args.quick else 'full run'} in {results['meta']['seconds']} s; "
           f"JSON written to {out}", file=sys.stderr)
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

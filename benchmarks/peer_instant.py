@@ -1,6 +1,6 @@
 """The django-instant 4.2.0 side of the benchmarks, run inside its own venv (cent<5).
 
-Usage (by harness.py): python peer_instant.py SCENARIO --n N --channel CH --db PATH
+Usage (by harness.py): python peer_instant.py SCENARIO --n N --channel CH --db-dir DIR
 Centrifugo's port and API key come in BENCH_CENTRIFUGO_PORT / BENCH_CENTRIFUGO_API_KEY (read by
 benchproject.settings, which django-instant reads at import). Prints one JSON object.
 
@@ -27,9 +27,9 @@ def main() -> int:
     parser.add_argument("scenario", choices=["s1", "s2", "version"])
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--channel", default="bench:peer")
-    parser.add_argument("--db", default=":memory:")
+    parser.add_argument("--db-dir", default=None)
     args = parser.parse_args()
-    setup_django(args.db, peer=True)
+    setup_django(args.db_dir, peer=True)
 
     from importlib.metadata import version
 

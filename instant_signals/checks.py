@@ -206,3 +206,68 @@ def check_channel_rows(app_configs: Any = None, databases: Any = None,
                 hint="Delete the row, or change the declaration's level=/authorize=.",
                 id="instant_signals.W021"))
     return messages
+
+
+@register()
+def check_outbox_sqlite(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``DELIVERY="outbox"`` on SQLite: the settings that let the site's writers and
+    ``relay_outbox`` share the file without "database is locked" (measured: benchmarks S6b).
+
+    W030 WAL (readers never block the writer and the writer never blocks readers), W031
+    ``BEGIN IMMEDIATE`` transactions (a transaction that reads then writes otherwise fails at
+    once with "database is locked" when another connection wrote meanwhile: SQLite does not wait
+    where waiting could deadlock), W032 a busy timeout of at least 20 s (how long a writer waits
+    for the write lock; Python's default is 5 s). Only what the settings say can be checked: WAL
+    set another way (it is stored in the file) or a backend that begins IMMEDIATE itself is
+    fine, then silence the warning with ``SILENCED_SYSTEM_CHECKS``. In-memory databases are
+    skipped (one connection, nothing to share).
+    """
+    import django
+    from django.db import connections
+
+    try:
+        if conf.app_setting("DELIVERY") != "outbox":
+            return []
+    except Exception:  # noqa: BLE001 - a malformed INSTANT_SIGNALS is reported by E007
+        return []
+    modern = django.VERSION >= (5, 1)
+    messages: list[CheckMessage] = []
+    for alias in connections:
+        try:
+            if connections[alias].vendor != "sqlite":
+                continue
+        except Exception:  # noqa: BLE001 - a broken DATABASES entry is Django's to report
+            continue
+        db = connections.settings[alias]
+        name = str(db.get("NAME") or "")
+        if name in ("", ":memory:") or "mode=memory" in name:
+            continue
+        options = db.get("OPTIONS") or {}
+        where = f"DATABASES[{alias!r}]"
+        init = str(options.get("init_command") or "").replace(" ", "").lower()
+        if "journal_mode=wal" not in init:
+            messages.append(Warning(
+                f'INSTANT_SIGNALS["DELIVERY"] is "outbox" and {where} is SQLite without WAL: '
+                f"the site's writers and relay_outbox block each other and fail with "
+                f'"database is locked".',
+                hint=('Add "init_command": "PRAGMA journal_mode=WAL;" to its OPTIONS.' if modern
+                      else "Run `PRAGMA journal_mode=WAL` once on the file (it is kept) or in a "
+                           "connection_created receiver, then silence this warning.")
+                + " See the README's SQLite section.", id="instant_signals.W030"))
+        if str(options.get("transaction_mode") or "").upper() != "IMMEDIATE":
+            messages.append(Warning(
+                f'INSTANT_SIGNALS["DELIVERY"] is "outbox" and {where} is SQLite with deferred '
+                f'transactions: a transaction that reads before it writes fails with "database '
+                f'is locked" when relay_outbox or another writer wrote meanwhile.',
+                hint=('Add "transaction_mode": "IMMEDIATE" to its OPTIONS.' if modern else
+                      "Django before 5.1 has no transaction_mode: use a database backend whose "
+                      '_start_transaction_under_autocommit() runs "BEGIN IMMEDIATE" (see the '
+                      "README's SQLite section), then silence this warning.")
+                + " See the README's SQLite section.", id="instant_signals.W031"))
+        timeout = options.get("timeout", 5)
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 20:
+            messages.append(Warning(
+                f'INSTANT_SIGNALS["DELIVERY"] is "outbox" and {where} is SQLite with a busy '
+                f"timeout of {timeout!r} s: a writer gives up on the write lock that soon.",
+                hint='Add "timeout": 20 (seconds) to its OPTIONS.', id="instant_signals.W032"))
+    return messages

@@ -1,6 +1,15 @@
-"""The benchmark model: ten concrete fields of the usual kinds (no migrations: syncdb)."""
+"""The benchmark models: ten concrete fields of the usual kinds (no migrations: syncdb).
+
+``TrackedItem`` is the same model with django-model-utils' ``FieldTracker`` attached (scenario
+4 measures what the tracker alone costs); it exists only where django-model-utils is installed.
+"""
 
 from django.db import models
+
+try:
+    from model_utils import FieldTracker
+except ImportError:  # the django-instant venv: no django-model-utils
+    FieldTracker = None
 
 
 class Item(models.Model):
@@ -17,3 +26,21 @@ class Item(models.Model):
 
     class Meta:
         app_label = "benchapp"
+
+
+if FieldTracker is not None:
+    class TrackedItem(models.Model):
+        title = models.CharField(max_length=100)
+        body = models.TextField()
+        count = models.IntegerField()
+        price = models.DecimalField(max_digits=10, decimal_places=2)
+        done = models.BooleanField(default=False)
+        created = models.DateTimeField()
+        day = models.DateField()
+        ratio = models.FloatField()
+        ref = models.UUIDField()
+
+        tracker = FieldTracker()  # every field, as the redesign would have attached it
+
+        class Meta:
+            app_label = "benchapp"
