@@ -293,8 +293,8 @@ class Declaration:
         try:
             with _savepoint(manager.db):
                 owner = manager.filter(**by_attname).values_list(self.authorize, flat=True).first()
-        except (ValueError, TypeError, ValidationError, DatabaseError):
-            return False  # e.g. "$task:abc" for an integer pk
+        except (ValueError, TypeError, ArithmeticError, ValidationError, DatabaseError):
+            return False  # "$task:abc" for an integer pk; one too large for the database
         return owner is not None and str(owner) == str(user.pk)
 
 
