@@ -114,10 +114,8 @@ def test_readme_map_names_every_module():
     found = re.search(r"<!-- architecture -->(.*?)<!-- /architecture -->", text, re.S)
     assert found, "README.md has no architecture map"
     listed = set(re.findall(r"`([a-z_/]+)\.py`", found.group(1)))
-    wanted = {str(path.relative_to(PACKAGE).with_suffix("")) for path in modules().values()
-              if path.name != "__init__.py" or path.parent == PACKAGE}
-    wanted = {w.removesuffix("/__init__") or "__init__" for w in wanted} - {
-        "management/commands/__init__", "management/__init__", "templatetags/__init__"}
+    wanted = {str(path.relative_to(PACKAGE).with_suffix("")) for path in modules().values()}
+    wanted -= {"management/commands/__init__", "management/__init__", "templatetags/__init__"}
     assert sorted(wanted - listed) == [], "modules missing from the README map"
     assert sorted(listed - wanted) == [], "the README map names modules that do not exist"
 
