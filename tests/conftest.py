@@ -106,15 +106,27 @@ def pytest_configure(config):
     ARTIFACTS.mkdir(exist_ok=True)
 
 
-def pytest_collection_modifyitems(config, items):
-    """``pg_child`` tests run only in the PostgreSQL child run that test_outbox.py starts; in
-    every other run they are deselected rather than skipped (CI runs never skip)."""
-    if os.environ.get("INSTANT_OUTBOX_CHILD") == "1":
+def wants_postgres(items) -> bool:
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker and "pg" in (marker.kwargs.get("databases") or ()):
+            return True
+    return False
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, request):
+    """Start a throwaway PostgreSQL cluster when a collected test uses the "pg" database."""
+    if not wants_postgres(request.session.items):
         return
-    dropped = [item for item in items if item.get_closest_marker("pg_child")]
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = [item for item in items if not item.get_closest_marker("pg_child")]
+    from django.conf import settings
+
+    from tests.services import start_postgres
+
+    server = start_postgres()
+    request.session.config.add_cleanup(server.cleanup)
+    settings.DATABASES["pg"].update(HOST="127.0.0.1", PORT=str(server.port),
+                                    USER=server.user)
 
 
 def which(name: str) -> str | None:

@@ -1,7 +1,8 @@
 """Throwaway PostgreSQL and Redis servers on free loopback ports, for the reliability tests.
 
 Each server lives in a temporary directory and is stopped by its fixture. Import the fixtures
-into a test module (``from tests.services import postgres_server, redis_server``).
+into a test module (``from tests.services import redis_server``); the conftest starts PostgreSQL
+for the tests that use the "pg" database (``start_postgres``).
 PostgreSQL refuses to run as root, so as root the cluster runs as the ``postgres`` user
 (Debian's package creates it) in a directory chowned to it.
 """
@@ -81,10 +82,9 @@ class PostgresServer:
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}?sslmode=disable"
 
-    def env(self, database: str = "instant_signals") -> dict[str, str]:
-        """Environment for tests/settings.py (INSTANT_TEST_DB=postgres)."""
-        return {"INSTANT_TEST_DB": "postgres", "PGHOST": "127.0.0.1", "PGPORT": str(self.port),
-                "PGUSER": self.user, "PGDATABASE": database}
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def log(self) -> str:
         try:
@@ -155,8 +155,8 @@ def redis_server():
     shutil.rmtree(server.workdir, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def postgres_server():
+def start_postgres() -> PostgresServer:
+    """A throwaway cluster; ``server.cleanup()`` stops and removes it."""
     bindir = postgres_bindir()
     need(bindir is not None, "PostgreSQL server binaries (initdb, pg_ctl)")
     # Not under pytest's tmp dir: the postgres user must be able to reach it.
@@ -165,6 +165,4 @@ def postgres_server():
         server.start()
     except subprocess.CalledProcessError as exc:
         pytest.fail(f"PostgreSQL did not start: {exc.stderr}\n{server.log()[-2000:]}")
-    yield server
-    server.stop()
-    shutil.rmtree(server.workdir, ignore_errors=True)
+    return server

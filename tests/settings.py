@@ -38,16 +38,13 @@ TEMPLATES = [{
 # Fast hashing keeps the login tests quick.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-if os.environ.get("INSTANT_TEST_DB") == "postgres":
-    DATABASES = {"default": {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": os.environ.get("PGDATABASE", "instant_signals"),
-        "USER": os.environ.get("PGUSER", "postgres"),
-        "HOST": os.environ.get("PGHOST", "127.0.0.1"),
-        "PORT": os.environ.get("PGPORT", "5432"),
-    }}
-else:
-    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+DATABASES = {
+    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    # A throwaway PostgreSQL cluster for the tests that ask for it (databases=["pg"]); the
+    # conftest starts it on a free port and fills in HOST/PORT before the test databases exist.
+    "pg": {"ENGINE": "django.db.backends.postgresql", "NAME": "instant_signals",
+           "USER": "postgres", "HOST": "127.0.0.1", "PORT": "1"},
+}
 
 # Replaced per test by the centrifugo fixture; an unroutable port makes a forgotten fixture fail.
 CENTRIFUGO_HOST = "http://127.0.0.1"

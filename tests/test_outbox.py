@@ -2,11 +2,10 @@
 
 Two drains of the same outbox table are exercised with real processes:
 
-* SQLite (this process) + ``Relay`` (what ``manage.py relay_outbox`` runs);
+* SQLite + ``Relay`` (what ``manage.py relay_outbox`` runs);
 * PostgreSQL + Centrifugo's own ``postgresql`` consumer (with the NOTIFY trigger), and two
-  relays racing on PostgreSQL's ``SKIP LOCKED``. These run in a child pytest against a
-  throwaway PostgreSQL cluster (``tests/settings.py`` switches databases on
-  ``INSTANT_TEST_DB=postgres``), started by ``test_on_postgresql`` below.
+  relays racing on PostgreSQL's ``SKIP LOCKED``. These use the "pg" database of the test
+  settings: a throwaway cluster the conftest starts when a collected test asks for it.
 
 Centrifugo runs with the Redis engine: a restarted node then still knows the channel history
 (the subscribed client recovers what it missed while disconnected) and the idempotency keys
@@ -16,18 +15,14 @@ Centrifugo runs with the Redis engine: a restarted node then still knows the cha
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import transaction
 
 from instant_signals import broadcast_failed
 from instant_signals import client as http_client
@@ -39,10 +34,10 @@ from instant_signals.tokens import connection_token, subscription_token
 from tests.conftest import ARTIFACTS, use_server
 from tests.live import LiveClient
 from tests.processes import CentrifugoProcess, free_port
-from tests.services import postgres_server, redis_server  # noqa: F401 - fixtures
+from tests.services import redis_server  # noqa: F401 - fixture
 from tests.testapp.models import Note, Task
 
-CHILD = os.environ.get("INSTANT_OUTBOX_CHILD") == "1"
+PG = "pg"  # the PostgreSQL alias of tests/settings.py
 TASKS = 200  # objects
 ROUNDS = 10  # created, 8 updates, deleted: 2,000 events on the owner's channel
 PARTITIONS = 4
@@ -90,7 +85,8 @@ def subscribe_owner(server, owner) -> tuple[LiveClient, str]:
     return live, channel
 
 
-def write_changes(owner, *, after_transaction, kill, restart, kill_after=900, down_for=300):
+def write_changes(owner, *, after_transaction, kill, restart, kill_after=900, down_for=300,
+                  using="default"):
     """2,000 committed changes of 200 tasks in transactions of 50, plus rolled-back ones.
 
     Returns the expected (event, title) sequence of each task. ``kill`` runs once
@@ -102,10 +98,10 @@ def write_changes(owner, *, after_transaction, kill, restart, kill_after=900, do
     steps = [(r, i) for r in range(ROUNDS) for i in range(TASKS)]
     killed = restarted = False
     for batch, start in enumerate(range(0, len(steps), 50)):
-        with transaction.atomic():
+        with transaction.atomic(using=using):
             for r, i in steps[start:start + 50]:
                 if r == 0:
-                    task = Task.objects.create(title=f"t{i}-v0", owner=owner)
+                    task = Task.objects.db_manager(using).create(title=f"t{i}-v0", owner=owner)
                     tasks.append(task)
                     expected[task.pk].append(("created", task.title))
                 elif r < ROUNDS - 1:
@@ -121,7 +117,7 @@ def write_changes(owner, *, after_transaction, kill, restart, kill_after=900, do
             if 0 < r < ROUNDS - 1:
                 # A savepoint rolled back inside a committed transaction.
                 try:
-                    with transaction.atomic():
+                    with transaction.atomic(using=using):
                         tasks[i].title = "rolled-back-savepoint"
                         tasks[i].save()
                         raise Rollback
@@ -132,14 +128,14 @@ def write_changes(owner, *, after_transaction, kill, restart, kill_after=900, do
             # A whole transaction rolled back.
             victim = tasks[batch]
             try:
-                with transaction.atomic():
-                    Note.objects.create(title="rolled-back-note")
+                with transaction.atomic(using=using):
+                    Note.objects.db_manager(using).create(title="rolled-back-note")
                     old, victim.title = victim.title, "rolled-back-transaction"
                     victim.save()
                     raise Rollback
             except Rollback:
                 victim.title = old
-            assert_no_rolled_back_rows()
+            assert_no_rolled_back_rows(using)
         after_transaction(committed)
         if committed >= kill_after and not killed:
             kill()
@@ -147,12 +143,13 @@ def write_changes(owner, *, after_transaction, kill, restart, kill_after=900, do
         if committed >= kill_after + down_for and not restarted:
             restart()
             restarted = True
-    assert_no_rolled_back_rows()
+    assert_no_rolled_back_rows(using)
     return expected
 
 
-def assert_no_rolled_back_rows():
-    leaked = [row.id for row in OutboxEntry.objects.all() if "rolled-back" in json.dumps(row.payload)]
+def assert_no_rolled_back_rows(using="default"):
+    leaked = [row.id for row in OutboxEntry.objects.using(using).all()
+              if "rolled-back" in json.dumps(row.payload)]
     assert leaked == []
 
 
@@ -342,81 +339,67 @@ def test_sqlite_relay_survives_centrifugo_sigkill(redis_centrifugo, settings):
         live.close()
 
 
-# -- PostgreSQL: a child pytest against a throwaway cluster --------------------------------------
+# -- PostgreSQL: the "pg" database (a throwaway cluster) ---------------------------------------
 
-@pytest.mark.slow
-def test_on_postgresql(postgres_server, redis_server):
-    """Runs the ``pg_child`` tests of this file with DATABASES pointing at a fresh cluster."""
-    env = {**os.environ, **postgres_server.env(), "INSTANT_OUTBOX_CHILD": "1",
-           "INSTANT_REDIS_URL": redis_server.address}
-    root = Path(__file__).resolve().parent.parent
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "pg_child",
-         str(Path(__file__).relative_to(root))],
-        cwd=root, env=env, capture_output=True, text=True, timeout=600,
-    )
-    (ARTIFACTS / "outbox-postgresql-child.log").write_text(run.stdout + run.stderr)
-    summary = run.stdout[-3000:] + run.stderr[-2000:]
-    assert run.returncode == 0, summary
-    assert " passed" in run.stdout and "skipped" not in run.stdout.splitlines()[-1], summary
-
-
-# Run only inside the PostgreSQL child; deselected (not skipped) elsewhere, see conftest.py.
-child_only = pytest.mark.pg_child
+on_postgresql = pytest.mark.django_db(transaction=True, databases=["default", PG])
 
 
 @pytest.fixture
-def pg_centrifugo(centrifugo_binary, tmp_path):
-    """Centrifugo (Redis engine) whose PostgreSQL consumer drains this test database's outbox."""
-    db = connection.settings_dict
+def pg_centrifugo(centrifugo_binary, tmp_path, redis_server):
+    """Centrifugo (Redis engine) whose PostgreSQL consumer drains the "pg" database's outbox."""
+    from django.db import connections
+
+    db = connections[PG].settings_dict
     dsn = f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}?sslmode=disable"
-    server = start_redis_centrifugo(centrifugo_binary, tmp_path, os.environ["INSTANT_REDIS_URL"],
+    server = start_redis_centrifugo(centrifugo_binary, tmp_path, redis_server.address,
                                     outbox_dsn=dsn, outbox_partitions=PARTITIONS)
     yield server
     server.stop()
 
 
-@child_only
-@pytest.mark.django_db(transaction=True)
-def test_pg_child_trigger_notifies_partition():
-    assert connection.vendor == "postgresql"
+@pytest.mark.slow
+@on_postgresql
+def test_pg_trigger_notifies_partition():
     import psycopg
+    from django.db import connections
 
-    db = connection.settings_dict
+    assert connections[PG].vendor == "postgresql"
+    db = connections[PG].settings_dict
     with psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"],
                          autocommit=True) as listener:
         listener.execute("LISTEN instant_signals_outbox")
-        put([{"channel": "news", "data": {"bucket": "x.y", "data": {"pk": 7}},
-              "idempotency_key": "n1"}])
+        OutboxEntry.objects.using(PG).create(method="publish", payload={"channel": "news"},
+                                             partition=3)
         payloads = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
-    assert payloads == [str(OutboxEntry.objects.get().partition)]
+    assert payloads == ["3"]
 
 
-@child_only
-@pytest.mark.django_db(transaction=True)
-def test_pg_child_consumer_survives_centrifugo_sigkill(pg_centrifugo, settings):
+@pytest.mark.slow
+@on_postgresql
+def test_pg_consumer_survives_centrifugo_sigkill(pg_centrifugo, settings):
     server = pg_centrifugo
     outbox_settings(settings, server)
-    owner = get_user_model().objects.create_user("owner")
+    owner = get_user_model().objects.db_manager(PG).create_user("owner")
     live, channel = subscribe_owner(server, owner)
     backlog = []
+    rows = OutboxEntry.objects.using(PG)
 
     def kill():
-        backlog.append(OutboxEntry.objects.count())
+        backlog.append(rows.count())
         server.stop(kill=True)
 
     def restart():
-        backlog.append(OutboxEntry.objects.count())  # written while Centrifugo was down
+        backlog.append(rows.count())  # written while Centrifugo was down
         server.start()
 
     try:
         expected = write_changes(owner, after_transaction=lambda n: None, kill=kill,
-                                 restart=restart)
+                                 restart=restart, using=PG)
         assert backlog[1] >= 900, backlog  # 300 changes x 3 channels waited in the table
         deadline = time.monotonic() + 60
-        while OutboxEntry.objects.exists() and time.monotonic() < deadline:
+        while rows.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not OutboxEntry.objects.exists(), "Centrifugo's consumer left rows behind"
+        assert not rows.exists(), "Centrifugo's consumer left rows behind"
         check_received(live, channel, expected)
         (ARTIFACTS / "outbox-postgresql.json").write_text(json.dumps({
             "events": 2000, "rows_at_kill_and_restart": backlog}))
@@ -424,9 +407,9 @@ def test_pg_child_consumer_survives_centrifugo_sigkill(pg_centrifugo, settings):
         live.close()
 
 
-@child_only
-@pytest.mark.django_db(transaction=True)
-def test_pg_child_two_relays_never_send_a_row_twice(centrifugo_binary, tmp_path, settings):
+@pytest.mark.slow
+@on_postgresql
+def test_pg_two_relays_never_send_a_row_twice(centrifugo_binary, tmp_path, settings):
     """Two relays race over the same partitions: SKIP LOCKED gives each row to exactly one.
 
     What Centrifugo published is read back from the channel's history (server API), so the
@@ -437,23 +420,24 @@ def test_pg_child_two_relays_never_send_a_row_twice(centrifugo_binary, tmp_path,
     server = CentrifugoProcess(centrifugo_binary,
                                write_config(tmp_path / "centrifugo.json", config)).start()
     use_server(settings, server)
-    settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "OUTBOX_PARTITIONS": PARTITIONS}
     rows = 2000
-    for n in range(rows):  # 37 "objects", each in its partition
-        put([{"channel": "race:1", "idempotency_key": f"r{n}",
-              "data": {"bucket": "x.obj", "data": {"pk": n % 37}, "n": n}}],
-            key=f"x.obj:{n % 37}", partitions=PARTITIONS)
+    OutboxEntry.objects.using(PG).bulk_create([
+        OutboxEntry(method="publish", payload={
+            "channel": "race:1", "idempotency_key": f"r{n}",
+            "data": {"bucket": "x.obj", "data": {"pk": n % 37}, "n": n}},  # 37 "objects"
+            partition=partition_for(f"x.obj:{n % 37}", PARTITIONS))
+        for n in range(rows)])
     totals, errors = [], []
 
     def run():
         from django.db import connections
 
         try:
-            relay = Relay(batch_size=20)
+            relay = Relay(PG, batch_size=20)
             sent = 0
             for _ in range(2000):
                 sent += relay.run_once().sent
-                if not OutboxEntry.objects.exists():
+                if not OutboxEntry.objects.using(PG).exists():
                     break
             totals.append(sent)
         except Exception as exc:  # noqa: BLE001 - reported below
