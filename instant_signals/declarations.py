@@ -26,7 +26,7 @@ from django.db import DatabaseError, connections, models, transaction
 from . import levels, tracking
 from .channels import ChannelTemplate, attname_of, is_private, validate_channel
 from .envelope import CREATED, DELETED, EVENTS, UPDATED
-from .html import build_options
+from .fragments import build_options
 from .serialization import ALL_FIELDS, drf_serializer, field_view, json_safe, select_fields
 
 logger = logging.getLogger("instant_signals")
@@ -114,7 +114,7 @@ class Declaration:
     skip_unchanged: bool
     presence: bool
     queryset: QuerysetHook | None = None
-    #: html.HtmlOptions when the declaration publishes HTML fragments or refreshes
+    #: fragments.HtmlOptions when the declaration publishes HTML fragments or refreshes
     html: Any = None
     source: str = "code"  # "code" or "settings"
     #: attnames whose previous values are needed; all concrete fields when a callable is used

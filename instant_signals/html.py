@@ -37,149 +37,47 @@ The tab whose own request made the change does not refresh: ``RequestIdMiddlewar
 ``capture_request_id`` view decorator) reads the request id Turbo 8 sends
 (``X-Turbo-Request-Id``) or the one ``stream.js`` adds to htmx requests
 (``X-Instant-Request-Id``); it is published with the signal, and the tab that sent it ignores it.
+
+Options, rendering and publications live in ``instant_signals.fragments`` (below the registry);
+this module is the public side: the middleware, the view decorator, markup helpers for views and
+``render_row`` for a page's first render.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import re
-import string
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Union
+from typing import TYPE_CHECKING, Any, Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.template.loader import get_template
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from . import envelope, reporting
-from .envelope import CREATED, DELETED, UPDATED
+from .declarations import pk_of
+from .envelope import UPDATED
+from .fragments import (
+    INSERT_ACTIONS, REFRESH, HtmlOptions, clean_request_id, context_of, current_request_id,
+    render_fragment, request_id,
+)
+from .registry import broadcast_registry
+from .serialization import field_view
 
 if TYPE_CHECKING:
     from django.db import models
 
-    from .declarations import Change, Declaration
-    from .delivery.commands import Command
+    from .declarations import Declaration
 
-logger = logging.getLogger("instant_signals")
-
-#: ``render(context) -> str``: the fragment of one row state (trusted HTML: escape the values).
-Renderer = Callable[[dict[str, Any]], str]
-#: ``target(context) -> str``: an element id computed from the render context.
-Target = Union[str, Callable[[dict[str, Any]], str]]
-
-INSERT_ACTIONS = ("append", "prepend")
-REFRESH = "refresh"
-DEFAULT_TARGET = "{model_name}_{pk}"
-DEFAULT_CONTAINER = "{model_name}_list"
+__all__ = [
+    "REQUEST_ID_HEADERS", "HtmlOptions", "RequestIdMiddleware", "capture_request_id",
+    "clean_request_id", "current_request_id", "htmx_oob", "render_row", "request_id",
+    "request_id_of", "turbo_stream",
+]
 
 #: Request headers that carry a page's request id: Turbo 8's, then the one stream.js sets.
 REQUEST_ID_HEADERS = ("HTTP_X_TURBO_REQUEST_ID", "HTTP_X_INSTANT_REQUEST_ID")
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_request_id: ContextVar[str | None] = ContextVar("instant_signals_request_id", default=None)
-
-
-# -- options ----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class HtmlOptions:
-    """What an HTML declaration publishes (built by ``declarations.declare``)."""
-
-    model_name: str
-    template: str | None = None
-    render: Renderer | None = None
-    target: Target = DEFAULT_TARGET
-    container: Target = DEFAULT_CONTAINER
-    insert: str = "append"
-    refresh: bool = False
-
-
-def build_options(model: type[models.Model], view_keys: tuple[str, ...] | None, *,
-                  template: Any = None, render: Any = None, target: Any = None,
-                  container: Any = None, insert: Any = None,
-                  refresh: Any = False) -> HtmlOptions | None:
-    """Validate the HTML options of a declaration; None when it publishes JSON events.
-
-    ``view_keys``: the keys of the declaration's view (None with a serializer: checked when
-    rendering). Raises ``ValueError`` with the message ``declare()`` reports."""
-    fragment = template is not None or render is not None
-    if not fragment and not refresh:
-        given = [n for n, v in (("target", target), ("container", container),
-                                ("insert", insert)) if v is not None]
-        if given:
-            raise ValueError(f"{', '.join(given)} need template= or render= (the fragment)")
-        if refresh is not False and refresh is not None:
-            raise ValueError(f"refresh must be True or False, not {refresh!r}")
-        return None
-    if not isinstance(refresh, bool):
-        raise ValueError(f"refresh must be True or False, not {refresh!r}")
-    if template is not None and render is not None:
-        raise ValueError("give template= or render=, not both")
-    if template is not None and (not isinstance(template, str) or not template):
-        raise ValueError(f'template must be a template name such as "board/_task.html", '
-                         f"not {template!r}")
-    if render is not None and not callable(render):
-        raise ValueError("render must be callable (context) -> HTML string")
-    if refresh and fragment:
-        raise ValueError("refresh=True publishes page refreshes, template=/render= publishes "
-                         "fragments: one per declaration (declare the model twice, on two "
-                         "channels, for both)")
-    if refresh:
-        if target is not None or container is not None or insert is not None:
-            raise ValueError("target, container and insert are for fragments, not refresh=True")
-        return HtmlOptions(str(model._meta.model_name), refresh=True)
-    allowed = None if view_keys is None else {"pk", "model_name", *view_keys}
-    checked = {name: _check_target(name, value, allowed)
-               for name, value in (("target", target), ("container", container))
-               if value is not None}
-    if insert is not None and insert not in INSERT_ACTIONS:
-        raise ValueError(f'insert must be "append" or "prepend", not {insert!r}')
-    return HtmlOptions(str(model._meta.model_name), template=template, render=render,
-                       target=checked.get("target", DEFAULT_TARGET),
-                       container=checked.get("container", DEFAULT_CONTAINER),
-                       insert=insert or "append")
-
-
-def _check_target(option: str, value: Any, allowed: set[str] | None) -> Target:
-    if callable(value):
-        return value  # type: ignore[no-any-return]
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f'{option} must be an element id such as "task_{{pk}}" or a callable '
-                         f"(context) -> id, not {value!r}")
-    try:
-        parts = list(string.Formatter().parse(value))
-    except ValueError as exc:
-        raise ValueError(f"{option} {value!r}: {exc}") from None
-    for _, name, spec, conversion in parts:
-        if name is None:
-            continue
-        if not name or spec or conversion:
-            raise ValueError(f"{option} {value!r}: use plain {{field}} placeholders")
-        if allowed is not None and name not in allowed:
-            keys = ", ".join(sorted(allowed - {"pk", "model_name"}))
-            raise ValueError(
-                f"{option} {value!r}: {{{name}}} is not in the declaration's view; use "
-                f"{{pk}}, {{model_name}} or one of {keys} (a target is published: it may "
-                f"only hold what the channel sees)")
-    return value
 
 
 # -- request ids ------------------------------------------------------------------------------
-
-def current_request_id() -> str | None:
-    """The request id of the request being handled (set by the middleware or decorator)."""
-    return _request_id.get()
-
-
-def clean_request_id(value: Any) -> str | None:
-    """``value`` if it looks like a request id (at most 64 of ``A-Za-z0-9._:-``), else None."""
-    if isinstance(value, str) and _REQUEST_ID_RE.match(value):
-        return value
-    return None
-
 
 def request_id_of(request: Any) -> str | None:
     """The page's request id sent with ``request`` (Turbo's header, then stream.js's)."""
@@ -189,17 +87,6 @@ def request_id_of(request: Any) -> str | None:
         if found:
             return found
     return None
-
-
-@contextmanager
-def request_id(value: str | None) -> Iterator[None]:
-    """Publish the changes committed in this block with ``value`` as their request id (e.g. in a
-    task that carries the id of the request that queued it)."""
-    token = _request_id.set(clean_request_id(value))
-    try:
-        yield
-    finally:
-        _request_id.reset(token)
 
 
 class RequestIdMiddleware:
@@ -219,18 +106,12 @@ class RequestIdMiddleware:
     def __call__(self, request: Any) -> Any:
         if iscoroutinefunction(self):
             return self.__acall__(request)
-        token = _request_id.set(request_id_of(request))
-        try:
+        with request_id(request_id_of(request)):
             return self.get_response(request)
-        finally:
-            _request_id.reset(token)
 
     async def __acall__(self, request: Any) -> Any:
-        token = _request_id.set(request_id_of(request))
-        try:
+        with request_id(request_id_of(request)):
             return await self.get_response(request)
-        finally:
-            _request_id.reset(token)
 
 
 def capture_request_id(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -301,10 +182,6 @@ def render_row(instance: models.Model, declaration: Declaration | None = None,
                event: str = UPDATED) -> SafeString:
     """The fragment of ``instance`` as its channels get it (for the page's first render), from
     the declaration's view only: the same template, the same context as the live updates."""
-    from .declarations import pk_of
-    from .registry import broadcast_registry
-    from .serialization import field_view
-
     if declaration is None:
         found = [d for d in broadcast_registry.declarations(type(instance))
                  if d.html is not None and not d.html.refresh]
@@ -317,120 +194,5 @@ def render_row(instance: models.Model, declaration: Declaration | None = None,
         view = declaration.serializer(instance)
     else:
         view = field_view(instance.__dict__, declaration.attnames)
-    context = _context(options, declaration.label, pk_of(instance), event, view)
-    return mark_safe(_render(options, context, {}))
-
-
-# -- publications -----------------------------------------------------------------------------
-
-def _context(options: HtmlOptions, label: str, pk: Any, event: str,
-             view: dict[str, Any] | None) -> dict[str, Any]:
-    view = view or {}
-    context = {"fields": view, "object": view, options.model_name: view, "pk": pk,
-               "event": event, "model": label, "model_name": options.model_name}
-    context["dom_id"] = _fill(options.target, context)
-    return context
-
-
-def _fill(target: Target, context: dict[str, Any]) -> str:
-    if callable(target):
-        value = target(context)
-    else:
-        values = {**context["fields"], "pk": context["pk"], "model_name": context["model_name"]}
-        value = target.format_map(values)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"the target is {value!r}, not an element id")
-    return value
-
-
-def _render(options: HtmlOptions, context: dict[str, Any], templates: dict[str, Any]) -> str:
-    if options.render is not None:
-        return str(options.render(context))
-    name = str(options.template)
-    template = templates.get(name)
-    if template is None:
-        template = templates[name] = get_template(name)
-    return str(template.render(context))
-
-
-class Batch:
-    """The HTML publications of one batch of changes (one transaction, after commit): a refresh
-    signal goes once per channel, templates are looked up once, the request id is read once."""
-
-    def __init__(self, site: str | None):
-        self.site = site
-        self.request_id = current_request_id()
-        self.refreshed: set[str] = set()
-        self.templates: dict[str, Any] = {}
-
-    def commands(self, change: Change) -> Iterator[Command]:
-        declaration = change.declaration
-        options: HtmlOptions = declaration.html
-        publications = declaration.publications(change.before, change.after)
-        if options.refresh:
-            for publication in publications:
-                if publication.channel not in self.refreshed:
-                    self.refreshed.add(publication.channel)
-                    yield from self._publish(publication.channel, REFRESH, declaration.label,
-                                             {"model": declaration.label, "event": REFRESH,
-                                              "action": REFRESH}, envelope.new_event_id())
-            return
-        made: dict[str, tuple[dict[str, Any], str] | None] = {}  # event -> (data, event id)
-        for publication in publications:
-            event = publication.event
-            if event not in made:
-                try:
-                    made[event] = self._action(change, event, publication.fields)
-                except Exception as exc:  # noqa: BLE001 - one broken fragment must not stop others
-                    made[event] = None
-                    logger.exception("instant_signals: could not render the %s fragment of %s %r",
-                                     event, declaration.label, change.pk)
-                    reporting.failed(
-                        [{"channel": p.channel, "event_class": event, "bucket": declaration.label,
-                          "data": {"model": declaration.label, "pk": change.pk, "event": event}}
-                         for p in publications if p.event == event], exc, sender=type(change))
-            if made[event] is not None:
-                data, event_id = made[event]  # type: ignore[misc]
-                yield from self._publish(publication.channel, event, declaration.label, data,
-                                         event_id)
-
-    def _action(self, change: Change, event: str,
-                view: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
-        """(data, event id) of ``event`` of the change (rendered once for all its channels)."""
-        declaration = change.declaration
-        options: HtmlOptions = declaration.html
-        if event == DELETED and view is None:
-            # Left the channel: its element id comes from the view the channel saw before.
-            view = change.before.fields if change.before is not None else None
-        context = _context(options, declaration.label, change.pk, event, view)
-        data: dict[str, Any] = {"model": declaration.label, "pk": change.pk, "event": event,
-                                "version": change.version}
-        if event == DELETED:
-            data.update(action="remove", target=context["dom_id"])
-        else:
-            target = _fill(options.container, context) if event == CREATED else context["dom_id"]
-            data.update(action=options.insert if event == CREATED else "replace",
-                        target=target, html=_render(options, context, self.templates))
-        if self.request_id:
-            data["request_id"] = self.request_id
-        return data, envelope.new_event_id()
-
-    def _publish(self, channel: str, event: str, label: str, data: dict[str, Any],
-                 event_id: str) -> Iterator[Command]:
-        from .declarations import Change
-        from .delivery.commands import Command
-
-        if self.request_id and "request_id" not in data:
-            data["request_id"] = self.request_id
-        payload: dict[str, Any] = {"channel": channel}
-        if self.site:
-            payload["site"] = self.site
-        payload.update(event_class=event, bucket=label, data=data, id=event_id)
-        try:
-            encoded = envelope.encode(payload)
-        except ValueError as exc:
-            reporting.failed([payload], exc, sender=Change)
-            return
-        yield Command(
-            "publish", {"channel": channel, "data": payload, "idempotency_key": event_id},
-            '{"publish":' + envelope.publish_command(channel, encoded, event_id) + "}")
+    context = context_of(options, declaration.label, pk_of(instance), event, view)
+    return mark_safe(render_fragment(options, context, {}))

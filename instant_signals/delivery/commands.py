@@ -13,6 +13,7 @@ from typing import Any, Iterable, Iterator
 
 from .. import conf, envelope, reporting
 from ..declarations import Change
+from ..fragments import Batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +32,7 @@ def commands_for(changes: Iterable[Change]) -> Iterator[Command]:
     """The commands of ``changes``, in order. A publication that is not JSON or too large is
     reported as failed here and left out; the others go on."""
     site = conf.site_name()
-    html_batch = None  # fragments and refresh signals of these changes (instant_signals.html)
+    html_batch: Batch | None = None  # fragments and refresh signals (instant_signals.fragments)
     for change in changes:
         declaration = change.declaration
         for user_id, channel in declaration.revocations(change.before, change.after):
@@ -40,9 +41,11 @@ def commands_for(changes: Iterable[Change]) -> Iterator[Command]:
                           '{"unsubscribe":' + json.dumps(params, separators=(",", ":")) + "}")
         if declaration.html is not None:
             if html_batch is None:
-                from ..html import Batch
                 html_batch = Batch(site)
-            yield from html_batch.commands(change)
+            for name, payload, encoded, key in html_batch.publications(change):
+                yield Command(
+                    "publish", {"channel": name, "data": payload, "idempotency_key": key},
+                    '{"publish":' + envelope.publish_command(name, encoded, key) + "}")
             continue
         ids: dict[str, str] = {}
         for publication in declaration.publications(change.before, change.after):
