@@ -165,8 +165,9 @@ def context_of(options: HtmlOptions, label: str, pk: Any, event: str,
                view: dict[str, Any] | None) -> dict[str, Any]:
     """The render context of one row state: its view, pk, event, model and element id."""
     view = view or {}
-    context = {"fields": view, "object": view, options.model_name: view, "pk": pk,
-               "event": event, "model": label, "model_name": options.model_name}
+    context = {"fields": view, "object": view, "pk": pk, "event": event, "model": label,
+               "model_name": options.model_name}
+    context.setdefault(options.model_name, view)  # {{ task.title }}; not for a model "Event"
     context["dom_id"] = fill_target(options.target, context)
     return context
 
