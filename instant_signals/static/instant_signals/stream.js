@@ -14,8 +14,10 @@
 // or refresh=True) publishes there:
 // - fragments, {action: append|prepend|replace|remove, target, html}: format="turbo" renders
 //   them as a <turbo-stream> with Turbo.renderStreamMessage; format="htmx" as an htmx
-//   out-of-band swap (hx-swap-oob) through htmx.swap. An append whose element is already on the
-//   page replaces it, as Turbo does (a tab that got its own change twice shows it once).
+//   out-of-band swap (hx-swap-oob) through htmx.swap. An append of an element already on the
+//   page removes the old copy first, as Turbo does, so a tab that got its own change twice (its
+//   response, the channel) shows it once; a fragment caused by this tab's own htmx request waits
+//   for that request's response. A target not on the page is left alone.
 // - refresh signals: debounced (below), then the cancelable DOM event "instant:refresh"
 //   (bubbles); with format="turbo" its default is a Turbo 8 page refresh (morphed with
 //   <meta name="turbo-refresh-method" content="morph">); with htmx, listen to it, e.g.
@@ -35,9 +37,9 @@
 //
 // Attributes: channel (required), format ("turbo" | "htmx", default "turbo"), endpoint,
 // refresh-wait, refresh-interval. Reflected: state ("connecting", "subscribed", "denied",
-// "unsubscribed", "error"). Events on the element: "instant:before-stream" (cancelable; detail {action,
-// target, html, data}) before a fragment is applied, "instant:refresh" (cancelable; detail
-// {channel}). element.stats: {publications, applied, signals, ignored, refreshes, firstSignal,
+// "unsubscribed", "error"). Events on the element: "instant:before-stream" (cancelable; detail
+// {action, target, html, data}) before a fragment is applied, "instant:refresh" (cancelable;
+// detail {channel}). element.stats: {publications, applied, signals, ignored, refreshes, firstSignal,
 // lastSignal} of the element's channel on this page.
 
 import { Instant } from "./instant.js";
