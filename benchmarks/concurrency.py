@@ -78,7 +78,7 @@ def s9(bench: Bench) -> dict[str, Any]:
         return make
 
     def in_threads(factory: Callable[[str], Callable[[], Callable[[int], Any]]],
-                   channel: str) -> float:
+                   channel: str) -> tuple[float, dict[str, float]]:
         make = factory(channel)
         barrier = threading.Barrier(threads + 1)
         errors: list[str] = []
@@ -104,15 +104,15 @@ def s9(bench: Bench) -> dict[str, Any]:
             barrier.wait()
         except threading.BrokenBarrierError:
             pass
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for t in pool:
             t.join()
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         if errors:
             raise RuntimeError(f"{len(errors)} thread(s) failed, first: {errors[0]}")
-        return threads * n / elapsed
+        return threads * n / elapsed, {"client_cpu_us_per_msg": cpu / (threads * n) * 1e6}
 
-    def in_processes(kind: str, channel: str) -> float:
+    def in_processes(kind: str, channel: str) -> tuple[float, dict[str, float]]:
         if kind == "cent5":
             cent5()  # Unavailable here means unavailable there
         procs = [bench.spawn("publish", kind, channel, str(n), wait=False)
@@ -125,9 +125,10 @@ def s9(bench: Bench) -> dict[str, Any]:
         errors = sum(d["errors"] for d in done)
         if errors:
             raise RuntimeError(f"{errors} publishes failed")
-        return processes * n / (max(d["t1"] for d in done) - min(d["t0"] for d in done))
+        return (processes * n / (max(d["t1"] for d in done) - min(d["t0"] for d in done)),
+                {"client_cpu_us_per_msg": sum(d["cpu"] for d in done) / (processes * n) * 1e6})
 
-    arms: dict[str, tuple[Callable[[str], float], int]] = {
+    arms: dict[str, tuple[Callable[[str], Any], int]] = {
         "instant_signals publish(), 8 threads": (lambda ch: in_threads(ours, ch), threads),
         "cent 5 Client, 8 threads": (lambda ch: in_threads(cent, ch), threads),
         "raw urllib3 pool, 8 threads": (lambda ch: in_threads(raw, ch), threads),
@@ -135,7 +136,12 @@ def s9(bench: Bench) -> dict[str, Any]:
         "cent 5 Client, 4 processes": (lambda ch: in_processes("cent5", ch), processes),
         "raw urllib3 pool, 4 processes": (lambda ch: in_processes("raw", ch), processes),
     }
-    return run_rate_arms(bench, "s9", arms, n)
+    out = run_rate_arms(bench, "s9", arms, n)
+    for arm in out["arms"].values():
+        cpu = arm.get("client_cpu_us_per_msg")
+        if cpu and cpu.get("median") is not None:
+            arm["note"] = f"client CPU {cpu['median']:.0f} µs per message"
+    return out
 
 
 def run_rate_arms(bench: Bench, tag: str, arms: dict[str, tuple[Callable[[str], float], int]],
