@@ -1,0 +1,406 @@
+"""The documentation site: it builds with ``mkdocs build --strict``, the tutorial's code runs, and
+Chromium shows the built pages from loopback alone.
+
+* The build is ``scripts/docs build`` (its own virtualenv with the ``docs`` extra), as in CI.
+* Part 1 of the tutorial is the README's quick start, included with snippet markers: this test
+  checks that the tutorial includes exactly the README blocks ``tests/test_first_hour.py``
+  runs, in its order, and that the built page shows their code. Parts 2 and 3 (a private
+  per-user channel, a custom ``publish()``) are run here from the tutorial's own code blocks,
+  in a fresh ``startproject`` with a real Centrifugo and ``runserver``, and checked in Chromium
+  with a logged-in and an anonymous window.
+* Every other code block of the tutorial must be one of the kinds this test runs (a file to
+  write, a ``manage.py shell`` session, terminal commands), so none can drift unseen.
+
+Artifacts: ``docs-build.json`` (build time, pages and their word counts), screenshots of the
+built tutorial and settings reference pages, and of the tutorial's page after part 3.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import ARTIFACTS, need
+from tests.test_first_hour import CHROMIUM, Site, chromium, readme_block  # noqa: F401
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
+TUTORIAL = DOCS / "tutorial.md"
+# The README blocks tests/test_first_hour.py runs, in the order a reader meets them.
+README_BLOCKS = ["install", "settings", "urls", "model", "template", "commands", "shell"]
+# Tutorial blocks nobody needs to run: making the virtualenv the README's pip runs in.
+NOT_RUN = {"python -m venv .venv\n. .venv/bin/activate\n"}
+PASSWORD = "ann-tutorial-pw"
+
+pytestmark = pytest.mark.slow
+
+
+# -- the tutorial's blocks -----------------------------------------------------------------------
+
+@dataclass
+class Block:
+    lang: str
+    title: str
+    code: str
+
+
+FENCE = re.compile(r'^```(?P<lang>[a-z]*)(?: title="(?P<title>[^"]*)")?\n(?P<code>.*?)^```\n',
+                   re.S | re.M)
+SNIPPET = re.compile(r'^--8<-- "README\.md:(?P<name>[a-z_]+)"$', re.M)
+
+
+def tutorial_blocks() -> list[Block]:
+    return [Block(m["lang"], m["title"] or "", m["code"])
+            for m in FENCE.finditer(TUTORIAL.read_text())]
+
+
+def kind_of(block: Block) -> str:
+    """What this test does with a block: write a file, run shell code, run commands, nothing."""
+    if block.title == "terminal" and block.lang == "bash":
+        return "terminal"
+    if block.title == "python manage.py shell" and block.lang == "python":
+        return "shell"
+    if block.title and block.lang in ("python", "django") and "/" in block.title:
+        return "append" if block.title.endswith(" (at the end)") else "file"
+    if block.lang == "json":
+        return "shown"  # an envelope the page receives: checked against the real one below
+    if block.code in NOT_RUN:
+        return "not run"
+    return "unknown"
+
+
+def test_the_tutorial_includes_exactly_the_readme_blocks_of_the_first_hour_test(built_site):
+    text = TUTORIAL.read_text()
+    assert SNIPPET.findall(text) == README_BLOCKS
+    first_hour = (REPO / "tests" / "test_first_hour.py").read_text()
+    assert set(re.findall(r'readme_block\("([a-z_]+)"\)', first_hour)) == set(README_BLOCKS)
+    # The built page shows the README's code itself, not a copy that could drift.
+    page = visible_text((built_site["dir"] / "tutorial" / "index.html").read_text())
+    for name in README_BLOCKS:
+        for line in readme_block(name).strip().splitlines():
+            assert " ".join(line.split()) in page, (name, line)
+    unknown = [b for b in tutorial_blocks() if kind_of(b) == "unknown"]
+    assert unknown == [], "tutorial blocks this test would not run: give them a title"
+
+
+def visible_text(page: str) -> str:
+    text = re.sub(r"<[^>]+>", "", page)
+    return " ".join(html.unescape(text).split())
+
+
+# -- the site --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    started = time.monotonic()
+    result = subprocess.run([str(REPO / "scripts" / "docs"), "build", "--site-dir", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=900)
+    seconds = round(time.monotonic() - started, 1)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    # mkdocs alone (the venv is ready now): the number CI's "mkdocs build --strict" step costs
+    started = time.monotonic()
+    again = subprocess.run([str(REPO / ".venv-docs" / "bin" / "mkdocs"), "build", "--strict",
+                            "--quiet", "--site-dir", str(out)],
+                           cwd=REPO, capture_output=True, text=True, timeout=900)
+    build_seconds = round(time.monotonic() - started, 1)
+    assert again.returncode == 0, again.stderr[-6000:]
+    return {"dir": out, "log": result.stderr, "seconds": seconds, "build_seconds": build_seconds}
+
+
+def page_words(site: Path) -> dict[str, int]:
+    """Words per page as a reader sees them: the built page's article (README snippets and the
+    generated API reference included, navigation left out)."""
+    counts = {}
+    for path in sorted(DOCS.rglob("*.md")):
+        name = str(path.relative_to(DOCS))
+        built = name[:-3] + ".html" if path.name == "index.md" else name[:-3] + "/index.html"
+        page = (site / built).read_text()
+        article = re.search(r"<article[^>]*>(.*?)</article>", page, re.S)
+        assert article, built
+        counts[name] = len(re.findall(r"[\w$@'/.:-]*\w[\w$@'/.:-]*",
+                                      visible_text(article.group(1)).replace("¶", "")))
+    return counts
+
+
+def test_the_site_builds_strictly_without_a_warning(built_site):
+    assert not re.search(r"^(WARNING|ERROR)", built_site["log"], re.M), built_site["log"]
+    for page in ("index.html", "tutorial/index.html", "reference/settings/index.html",
+                 "reference/python-api/index.html", "explanation/architecture/index.html",
+                 "deployment/index.html"):
+        assert (built_site["dir"] / page).is_file(), page
+    api = (built_site["dir"] / "reference" / "python-api" / "index.html").read_text()
+    for name in ("BroadcastRegistry", "Declaration", "Relay", "capture_broadcasts",
+                 "BroadcastQuerySet"):
+        assert f'id="instant_signals.' in api and name in api, name
+    words = page_words(built_site["dir"])
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "docs-build.json").write_text(json.dumps({
+        "scripts/docs build seconds (venv check included)": built_site["seconds"],
+        "mkdocs build --strict seconds": built_site["build_seconds"],
+        "pages": len(words), "words": sum(words.values()), "words per page": words,
+    }, indent=2))
+
+
+def test_the_architecture_page_maps_every_module():
+    """Its module map names every module of the package, and nothing else (as the README's)."""
+    text = (DOCS / "explanation" / "architecture.md").read_text()
+    section = text.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    listed = {m.replace("/", ".") for m in re.findall(r"^\| `([a-z_./]+)` \|", section, re.M)}
+    listed = {m for m in listed if not m.startswith(("static.", "templates."))}
+    package = REPO / "instant_signals"
+    wanted = set()
+    for path in package.rglob("*.py"):
+        if "migrations" in path.parts:
+            continue
+        name = ".".join(path.relative_to(package).with_suffix("").parts)
+        if name.endswith("__init__") and name != "__init__":
+            name = name.removesuffix(".__init__")
+            if name in ("management", "management.commands", "templatetags"):
+                continue
+        wanted.add(name)
+    assert sorted(wanted - listed) == [], "modules missing from the architecture page"
+    assert sorted(listed - wanted) == [], "the architecture page names modules that do not exist"
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def served_site(built_site):
+    server = ThreadingHTTPServer(("127.0.0.1", 0),
+                                 partial(_Quiet, directory=str(built_site["dir"])))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("path, shot, heading", [
+    ("/tutorial/", "docs-tutorial.png", "Tutorial: a live page in a new project"),
+    ("/reference/settings/", "docs-reference-settings.png", "Settings and system checks"),
+])
+def test_built_pages_render_from_loopback_alone(served_site, chromium, path, shot, heading):
+    page = chromium.new_page(viewport={"width": 1280, "height": 1000})
+    requests: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    try:
+        response = page.goto(served_site + path)
+        assert response is not None and response.ok
+        page.wait_for_load_state("networkidle")
+        assert page.locator("h1").first.inner_text().strip().removesuffix("¶") == heading
+        # Material's search index loads in a worker: the site's own JavaScript works offline
+        page.wait_for_function("() => !!document.querySelector('.md-search__input')")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / shot))
+    finally:
+        page.close()
+    assert errors == [], errors
+    foreign = [u for u in requests if urlsplit(u).hostname not in ("127.0.0.1", None)
+               and not u.startswith(("data:", "blob:"))]
+    assert foreign == [], f"the built site needs the network: {foreign}"
+
+
+# -- parts 2 and 3 of the tutorial, run ------------------------------------------------------------
+
+class TutorialSite(Site):
+    """test_first_hour's runner of README commands, plus what the tutorial's terminal blocks do:
+    a project made with django-admin, createsuperuser without prompts (the password comes from
+    the environment), and servers that are started again replace the running ones."""
+
+    def __init__(self, site: dict):
+        super().__init__(site)
+        self.root = site["root"]
+        self.by_command: dict[str, subprocess.Popen] = {}
+
+    def run(self, line: str) -> None:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return
+        words = shlex.split(line)
+        if words[0] == "django-admin":
+            subprocess.run(words, cwd=self.root, env=self.env, check=True)
+            return
+        if words[0] == "cd":
+            assert self.root / words[1] == self.project, line
+            return
+        if words[2:3] == ["createsuperuser"]:
+            env = {**self.env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD}
+            result = subprocess.run([str(self.python), *words[1:], "--noinput"], cwd=self.project,
+                                    env=env, capture_output=True, text=True, timeout=120)
+            assert result.returncode == 0, result.stderr[-2000:]
+            return
+        command = words[2]
+        if command in ("runws", "runserver"):
+            self.stop_one(command)
+        count = len(self.servers)
+        super().run(line)
+        if len(self.servers) > count:
+            self.by_command[command] = self.servers[-1]
+
+    def stop_one(self, command: str) -> None:
+        server = self.by_command.pop(command, None)
+        if server is not None and server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(15)
+        if server is not None:
+            self.servers.remove(server)
+
+    def terminal(self, block: Block) -> None:
+        for line in block.code.splitlines():
+            self.run(line)
+
+    def write(self, block: Block, append: bool = False) -> None:
+        name = block.title.removesuffix(" (at the end)")
+        target = self.project / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if append:
+            target.write_text(target.read_text() + "\n" + block.code)
+        else:
+            target.write_text(block.code)
+
+    def shell(self, code: str) -> str:
+        result = subprocess.run([str(self.python), "manage.py", "shell"], input=code,
+                                cwd=self.project, env=self.env, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        return result.stdout
+
+    def wait_until_live(self) -> None:
+        self.wait_for_port(self.ws)
+        self.wait_for_port(self.web)
+
+
+def open_tasks(browser, site: TutorialSite, login: bool):
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda m: errors.append(m.text)
+            if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+    base = f"http://127.0.0.1:{site.web}"
+    if login:
+        page.goto(f"{base}/admin/login/?next=/tasks/")
+        page.fill("#id_username", "ann")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        page.wait_for_url(f"{base}/tasks/")
+    else:
+        page.goto(f"{base}/tasks/")
+    page.wait_for_function("() => performance.getEntriesByType('resource').some("
+                           "e => e.name.includes('/instant/collection/?channel=tasks'))",
+                           timeout=20_000)
+    return context, page, errors
+
+
+def text_of(page, selector: str) -> str:
+    return page.locator(selector).inner_text()
+
+
+def test_parts_two_and_three_run_in_a_fresh_project(tmp_path, chromium):
+    need(Path(CHROMIUM).exists(), "Debian's chromium (/usr/bin/chromium)")
+    blocks = tutorial_blocks()
+    kinds = [kind_of(b) for b in blocks]
+    part2 = kinds.index("file", kinds.index("terminal") + 1)  # the new todo/models.py
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH", "CENTRIFUGO_BINARY")
+           and not k.startswith("CENTRIFUGO_")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    site = TutorialSite({"root": tmp_path, "project": tmp_path / "mysite",
+                         "python": Path(sys.executable), "env": env})
+    contexts = []
+    try:
+        # Part 1, as the README and the first-hour test have it (this project, this venv).
+        site.terminal(blocks[kinds.index("terminal")])
+        settings = site.project / "mysite" / "settings.py"
+        settings.write_text(settings.read_text() + "\n" + readme_block("settings"))
+        site.write(blocks[kinds.index("append")], append=True)
+        urls = site.project / "mysite" / "urls.py"
+        urls.write_text(urls.read_text() + "\n" + readme_block("urls"))
+        (site.project / "todo" / "models.py").write_text(readme_block("model"))
+        template = site.project / "todo" / "templates" / "todo" / "tasks.html"
+        template.parent.mkdir(parents=True)
+        template.write_text(readme_block("template"))
+        for line in readme_block("commands").strip().splitlines():
+            site.run(line)
+        site.wait_until_live()
+
+        # Part 2: the files, then the terminal block (servers stopped first, as it says).
+        rest = list(zip(kinds[part2:], blocks[part2:]))
+        shells = [b.code for k, b in rest if k == "shell"]
+        assert len(shells) == 3, "the tutorial's shell sessions changed: update this test"
+        for kind, block in rest:
+            if kind == "file" and block.title != "todo/notify.py":
+                site.write(block)
+        site.stop()
+        site.by_command.clear()
+        site.terminal(next(b for k, b in rest if k == "terminal"))
+        site.wait_until_live()
+
+        ann_context, ann, ann_errors = open_tasks(chromium, site, login=True)
+        anon_context, anon, anon_errors = open_tasks(chromium, site, login=False)
+        contexts += [ann_context, anon_context]
+        ann.wait_for_function("() => document.querySelector('#who').textContent"
+                              " === 'Logged in as ann'", timeout=15_000)
+        ann.wait_for_function("() => performance.getEntriesByType('resource').some("
+                              "e => e.name.includes('/instant/collection/?channel=%24user%3A'))",
+                              timeout=20_000)
+        assert text_of(anon, "#who") == "Anonymous"
+
+        site.shell(shells[0])  # ann gets a task: only her page lists it
+        ann.wait_for_function("() => document.querySelector('#mine').textContent"
+                              ".includes('Water the plants')", timeout=15_000)
+        time.sleep(0.5)
+        assert "Water the plants" not in text_of(anon, "body")
+        assert "Water the plants" not in text_of(ann, "#tasks")
+
+        site.shell(shells[1])  # taken away: leaves her list, enters the public one
+        for page in (ann, anon):
+            page.wait_for_function("() => document.querySelector('#tasks').textContent"
+                                   ".includes('Water the plants')", timeout=15_000)
+        ann.wait_for_function("() => !document.querySelector('#mine').textContent"
+                              ".includes('Water the plants')", timeout=15_000)
+
+        # Part 3: a message of our own, to ann's pages only.
+        site.write(next(b for k, b in rest if k == "file" and b.title == "todo/notify.py"))
+        site.shell(shells[2])
+        ann.wait_for_function("() => document.querySelector('#news').textContent"
+                              " === 'Your export is ready'", timeout=15_000)
+        time.sleep(0.5)
+        assert text_of(anon, "#news") == ""
+        ARTIFACTS.mkdir(exist_ok=True)
+        ann.screenshot(path=str(ARTIFACTS / "docs-tutorial-part3.png"))
+        # The envelope the page shows in the tutorial is the one publish() sends.
+        captured = site.shell("import json\nfrom instant_signals.testing import capture_broadcasts"
+                              "\nwith capture_broadcasts() as published:\n"
+                              + "".join(f"    {line}\n" for line in shells[2].splitlines())
+                              + "print(json.dumps(published))\n")
+        shown = json.loads(next(b.code for b in blocks if kind_of(b) == "shown"))
+        assert json.loads(captured.strip().splitlines()[-1]) == [shown]
+        assert ann_errors == [] and anon_errors == [], (ann_errors, anon_errors)
+    finally:
+        for context in contexts:
+            context.close()
+        site.stop()
