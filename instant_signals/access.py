@@ -17,9 +17,9 @@ from .registry import broadcast_registry
 
 logger = logging.getLogger("instant_signals")
 
-#: Disconnect code sent when a user's access changed (logout). centrifuge-js (5.5+) then drops
-#: its tokens, asks ``get_token/`` for new ones and reconnects as whoever the session now is.
 ACCESS_CHANGED = 3014
+"""Disconnect code sent when a user's access changed (logout): centrifuge-js (5.5+) then drops
+its tokens, asks ``get_token/`` for new ones and reconnects as whoever the session now is."""
 
 
 def can_read(user: Any, name: str) -> bool:

@@ -1,3 +1,5 @@
+"""``Channel`` rows in the Django admin."""
+
 from django.contrib import admin
 
 from .models import Channel

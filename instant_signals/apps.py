@@ -1,3 +1,5 @@
+"""The app config: registers the system checks and the ``INSTANT_SIGNALS["MODELS"]`` declarations."""
+
 from django.apps import AppConfig
 
 

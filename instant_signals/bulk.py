@@ -47,6 +47,8 @@ class BroadcastQuerySet(models.QuerySet[M]):
         return self.registry.is_registered(self.model) and broadcasting_enabled()
 
     def update(self, **kwargs: Any) -> int:
+        """``QuerySet.update()`` that publishes ``updated`` for each row (two more queries: the
+        rows before and after, in one transaction)."""
         if _inside_bulk_update.get() or not self._broadcasts():
             return super().update(**kwargs)
         with transaction.atomic(using=self.db, savepoint=False):
@@ -60,6 +62,7 @@ class BroadcastQuerySet(models.QuerySet[M]):
     update.alters_data = True  # type: ignore[attr-defined]
 
     def bulk_create(self, objs: Iterable[M], *args: Any, **kwargs: Any) -> list[M]:
+        """``QuerySet.bulk_create()`` that publishes ``created`` for each row that got a pk."""
         created = super().bulk_create(objs, *args, **kwargs)
         if self._broadcasts():
             broadcast_instances([o for o in created if o.pk is not None], CREATED, self.db,
@@ -68,6 +71,8 @@ class BroadcastQuerySet(models.QuerySet[M]):
 
     def bulk_update(self, objs: Iterable[M], fields: Iterable[str],
                     batch_size: int | None = None) -> int:
+        """``QuerySet.bulk_update()`` that publishes ``updated`` for each object, compared with
+        its snapshot (as loaded)."""
         objs = list(objs)
         token = _inside_bulk_update.set(True)
         try:

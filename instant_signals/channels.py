@@ -12,8 +12,9 @@ from django.db import models
 
 logger = logging.getLogger("instant_signals")
 
-#: Centrifugo refuses a channel starting with this prefix to anyone without a subscription token.
 PRIVATE_PREFIX = "$"
+"""Centrifugo refuses a channel starting with this prefix to anyone without a subscription
+token."""
 MAX_CHANNEL_LENGTH = 255
 # Printable ASCII without spaces: what Centrifugo accepts and a browser can subscribe to.
 _CHANNEL_RE = re.compile(r"^[\x21-\x7e]{1,255}$")

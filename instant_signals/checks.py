@@ -253,7 +253,7 @@ def check_outbox_sqlite(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
                 hint=('Add "init_command": "PRAGMA journal_mode=WAL;" to its OPTIONS.' if modern
                       else "Run `PRAGMA journal_mode=WAL` once on the file (it is kept) or in a "
                            "connection_created receiver, then silence this warning.")
-                + " See the README's SQLite section.", id="instant_signals.W030"))
+                + " See docs/how-to/durable-delivery.md (SQLite: the settings it needs).", id="instant_signals.W030"))
         if str(options.get("transaction_mode") or "").upper() != "IMMEDIATE":
             messages.append(Warning(
                 f'INSTANT_SIGNALS["DELIVERY"] is "outbox" and {where} is SQLite with deferred '
@@ -262,8 +262,8 @@ def check_outbox_sqlite(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
                 hint=('Add "transaction_mode": "IMMEDIATE" to its OPTIONS.' if modern else
                       "Django before 5.1 has no transaction_mode: use a database backend whose "
                       '_start_transaction_under_autocommit() runs "BEGIN IMMEDIATE" (see the '
-                      "README's SQLite section), then silence this warning.")
-                + " See the README's SQLite section.", id="instant_signals.W031"))
+                      "docs/how-to/durable-delivery.md), then silence this warning.")
+                + " See docs/how-to/durable-delivery.md (SQLite: the settings it needs).", id="instant_signals.W031"))
         timeout = options.get("timeout", 5)
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 20:
             messages.append(Warning(

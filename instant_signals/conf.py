@@ -17,7 +17,6 @@ from django.core.exceptions import ImproperlyConfigured
 DEFAULT_HOST = "http://localhost"
 DEFAULT_PORT = 8427
 
-#: Keys of the ``INSTANT_SIGNALS`` dict setting and their defaults.
 DEFAULTS: dict[str, Any] = {
     # Kill switch: False publishes nothing from model hooks (publish() still works).
     "ENABLED": True,
@@ -51,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     # user -> dict; None gives {"name": <user's display name>} (never the email).
     "USER_INFO": None,
 }
+"""Keys of the ``INSTANT_SIGNALS`` dict setting and their defaults."""
 
 
 def app_setting(name: str) -> Any:

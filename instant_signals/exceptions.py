@@ -6,8 +6,8 @@ from typing import Any
 
 # Centrifugo codes worth retrying: internal (100), not available (108).
 RETRYABLE_CODES = frozenset({100, 108})
-#: Centrifugo's "unknown channel": the channel's namespace is not in its config.
 UNKNOWN_CHANNEL = 102
+"""Centrifugo's "unknown channel": the channel's namespace is not in its config."""
 
 
 class CentrifugoError(Exception):

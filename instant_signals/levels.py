@@ -20,8 +20,8 @@ CHOICES = [
     (SUPERUSER, _("Superusers")),
 ]
 
-#: Levels a ``@broadcast(level=...)`` may name (groups need a ``Channel`` row and its groups).
 DECLARABLE = (PUBLIC, USERS, STAFF, SUPERUSER)
+"""Levels a ``@broadcast(level=...)`` may name (groups need a ``Channel`` row and its groups)."""
 
 
 def readable_levels(user: Any) -> set[str]:

@@ -14,6 +14,8 @@ from .channels import is_private, validate_channel
 
 
 class ChannelQuerySet(models.QuerySet["Channel"]):
+    """``Channel.objects``: the channels a user may read."""
+
     def for_user(self, user: Any) -> ChannelQuerySet:
         """Active channels ``user`` may read, each once, ordered by name."""
         readable = levels.readable_levels(user)
@@ -27,6 +29,7 @@ class ChannelQuerySet(models.QuerySet["Channel"]):
         return self.filter(allowed, is_active=True).order_by("name")
 
     def readable_by(self, user: Any, name: str) -> bool:
+        """Whether ``user`` may read the active channel ``name``."""
         return self.for_user(user).filter(name=name).exists()
 
     def unprotected(self) -> ChannelQuerySet:
@@ -43,6 +46,10 @@ def validate_channel_name(value: str) -> None:
 
 
 class Channel(models.Model):
+    """A channel only ``publish()`` uses, and who may read it (django-instant's levels; groups for
+    ``level="groups"``). Channels declared with ``@broadcast`` need no row: the declaration
+    decides, and a row of the same name is ignored (system check ``W021``)."""
+
     name = models.CharField(
         _("name"), max_length=255, unique=True, validators=[validate_channel_name],
         help_text=_('Non-public channels must start with "$" so Centrifugo requires a token.'))

@@ -87,6 +87,7 @@ class BroadcastRegistry:
         tracking.untrack(model, self)
 
     def is_registered(self, model: type[models.Model]) -> bool:
+        """Whether ``model`` has at least one declaration in this registry."""
         return model in self._declarations
 
     def declarations(self, model: type[models.Model] | None = None) -> tuple[Declaration, ...]:
@@ -96,6 +97,7 @@ class BroadcastRegistry:
         return tuple(d for ds in self._declarations.values() for d in ds)
 
     def get_models(self) -> list[type[models.Model]]:
+        """The models registered here, in registration order."""
         return list(self._declarations)
 
     def register_from_settings(self) -> None:
@@ -188,6 +190,7 @@ class BroadcastRegistry:
         return None
 
     def templates(self) -> Iterator[tuple[Declaration, ChannelTemplate]]:
+        """Every channel template (static names included) with its declaration."""
         for declaration in self.declarations():
             for template in declaration.templates:
                 yield declaration, template
@@ -257,7 +260,9 @@ def _import_callables(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-#: The registry ``@broadcast`` and ``INSTANT_SIGNALS["MODELS"]`` fill.
 broadcast_registry = BroadcastRegistry()
+"""The registry ``@broadcast`` and ``INSTANT_SIGNALS["MODELS"]`` fill."""
 broadcast = broadcast_registry.register
+"""``@broadcast(channels=[...], fields=[...], ...)`` on a model class: ``broadcast_registry.register``
+used as a decorator (options: ``declarations.declare``). Returns the class unchanged."""
 

@@ -18,9 +18,9 @@ from .exceptions import UNKNOWN_CHANNEL
 
 logger = logging.getLogger("instant_signals")
 
-#: Sent when publications could not be delivered to Centrifugo. Arguments: ``publications``
-#: (the envelopes not delivered, as dicts) and ``error`` (the exception).
 broadcast_failed = Signal()
+"""Sent when publications could not be delivered to Centrifugo. Arguments: ``publications``
+(the envelopes not delivered, as dicts) and ``error`` (the exception)."""
 
 
 class Stats:
@@ -31,6 +31,7 @@ class Stats:
         self._counts = {"published": 0, "failed": 0, "requests": 0}
 
     def add(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``name`` (thread-safe)."""
         with self._lock:
             self._counts[name] += n
 
@@ -44,6 +45,7 @@ class Stats:
         return self._counts.keys()
 
     def snapshot(self) -> dict[str, int]:
+        """The counters now, as a plain dict."""
         with self._lock:
             return dict(self._counts)
 

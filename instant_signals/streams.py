@@ -47,4 +47,9 @@ def _info(entry: dict[str, Any]) -> Any:
     return info
 
 
-apresence = sync_to_async(presence, thread_sensitive=False)
+async def apresence(channel: str) -> list[dict[str, Any]]:
+    """``presence()`` for async code: the HTTP call runs in a worker thread."""
+    return await _presence_in_thread(channel)
+
+
+_presence_in_thread = sync_to_async(presence, thread_sensitive=False)

@@ -17,11 +17,13 @@ def capture_broadcasts(using: str = DEFAULT_DB_ALIAS) -> Iterator[list[dict[str,
     """Record the publications a block would send, as the list of their envelopes.
 
     ``on_commit`` callbacks registered in the block are run at its end (as Django's
-    ``captureOnCommitCallbacks(execute=True)`` does), so it works inside ``TestCase``::
+    ``captureOnCommitCallbacks(execute=True)`` does), so it works inside ``TestCase``:
 
-        with capture_broadcasts() as published:
-            Task.objects.create(title="x")
-        assert published[0]["event_class"] == "created"
+    ```python
+    with capture_broadcasts() as published:
+        Task.objects.create(title="x")
+    assert published[0]["event_class"] == "created"
+    ```
 
     ``publish()`` calls in the block are recorded too.
     """

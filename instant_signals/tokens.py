@@ -24,6 +24,8 @@ def user_sub(user: Any) -> str:
 
 
 def connection_token(user: Any, *, lifetime: int | None = None) -> str:
+    """A connection JWT for ``user`` (None or anonymous: ``sub`` ""), valid ``lifetime`` seconds
+    (default ``CONNECTION_TOKEN_LIFETIME``)."""
     now = int(time.time())
     if lifetime is None:
         lifetime = int(conf.app_setting("CONNECTION_TOKEN_LIFETIME"))
@@ -34,6 +36,8 @@ def connection_token(user: Any, *, lifetime: int | None = None) -> str:
 
 
 def subscription_token(user: Any, channel: str, *, lifetime: int | None = None) -> str:
+    """A subscription JWT for ``user`` and ``channel`` (default lifetime
+    ``SUBSCRIPTION_TOKEN_LIFETIME``). Sign only after ``access.can_read`` said yes."""
     now = int(time.time())
     if lifetime is None:
         lifetime = int(conf.app_setting("SUBSCRIPTION_TOKEN_LIFETIME"))

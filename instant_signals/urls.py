@@ -1,3 +1,5 @@
+"""Mount with ``path("instant/", include("instant_signals.urls"))`` (django-instant's paths)."""
+
 from django.urls import path
 
 from . import views

@@ -1,4 +1,4 @@
-"""Token endpoints, with django-instant's paths: login/, logout/, get_token/, subscribe/.
+"""The endpoints: django-instant's login/, logout/, get_token/, subscribe/, and collection/.
 
 Every answer is JSON and ``Cache-Control: no-store``; bad input gets a 4xx with
 ``{"error": code, "detail": text}``, never a 500.

@@ -13,4 +13,6 @@ register = template.Library()
 
 @register.inclusion_tag("instant_signals/importmap.html", takes_context=True)
 def instant_importmap(context: template.Context, nonce: str | None = None) -> dict[str, Any]:
+    """The ``<script type="importmap">`` that maps ``centrifuge`` (and Turbo/htmx) to the
+    vendored files; ``nonce`` for a Content-Security-Policy."""
     return {"nonce": nonce if nonce is not None else context.get("csp_nonce", "")}

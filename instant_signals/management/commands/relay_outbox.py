@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import signal
 import time
+from types import FrameType
+from typing import Any, Callable
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS
 
 from ...delivery.outbox import Relay
@@ -20,7 +22,7 @@ from ...delivery.outbox import Relay
 class Command(BaseCommand):
     help = "Send the rows of the instant_signals outbox to Centrifugo, in order per partition."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--once", action="store_true",
                             help="drain the outbox once and exit (exit status 1 on failures)")
         parser.add_argument("--interval", type=float, default=1.0,
@@ -35,7 +37,7 @@ class Command(BaseCommand):
                             help="database alias holding the outbox (default 'default')")
         parser.add_argument("--max-passes", type=int, default=None, help=argparse.SUPPRESS)
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         if options["interval"] <= 0:
             raise CommandError("--interval must be positive")
         if options["batch_size"] is not None and options["batch_size"] < 1:
@@ -52,9 +54,9 @@ class Command(BaseCommand):
                 raise CommandError(f"not delivered: {details}")
             return
 
-        stopping = []
+        stopping: list[int] = []
 
-        def stop(signum, frame):
+        def stop(signum: int, frame: FrameType | None) -> None:
             stopping.append(signum)
 
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -70,7 +72,7 @@ class Command(BaseCommand):
         self.stdout.write(f"stopped; pending {relay.pending()}")
 
 
-def _sleeper(stopping: list):
+def _sleeper(stopping: list[int]) -> Callable[[float], None]:
     def sleep(seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not stopping and time.monotonic() < deadline:
