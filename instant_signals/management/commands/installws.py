@@ -176,9 +176,13 @@ class Command(BaseCommand):
                 self.stdout.write(f"{name} = {value!r}")
             self.stdout.write("")
         if binary is None:
-            self.stdout.write(f"Give {config_path} to your Centrifugo (e.g. docker run -v "
-                              f"{config_path}:/centrifugo/config.json "
-                              f"{installer.docker_image()} centrifugo -c config.json).")
+            port = options["port"]
+            self.stdout.write(f"Give {config_path} to your Centrifugo, e.g. docker run -p "
+                              f"{port}:{port} -v {config_path.resolve()}:/centrifugo/config.json "
+                              f"{installer.docker_image()} centrifugo -c config.json")
+            if options["address"] in ("127.0.0.1", "localhost", "::1"):
+                self.stdout.write("(inside a container, write the config with --address 0.0.0.0: "
+                                  "127.0.0.1 is the container's own loopback)")
         else:
             self.stdout.write(f"Start Centrifugo with: python manage.py runws"
                               f"{'' if options['config'] is None else f' --config {config_path}'}")
