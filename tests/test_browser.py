@@ -1,9 +1,16 @@
-"""The demo, started with ``scripts/demo`` as a user would, driven by a real headless Chromium.
+"""The browser module in a real headless Chromium.
 
-``scripts/demo`` sets everything up (its virtualenv, the npm client, Centrifugo, the database and
-the demo users) and runs Centrifugo and runserver on free loopback ports, with its database and
-config in a temporary folder. Rows are changed from the server side with ``manage.py shell``;
-the pages must follow. A screenshot of the live page is saved in ``test-artifacts/``.
+The demo, started with ``scripts/demo`` as a user would: ``scripts/demo`` sets everything up
+(its virtualenv, the vendored client, Centrifugo, the database and the demo users) and runs
+Centrifugo and runserver on free loopback ports, with its database and config in a temporary
+folder. Rows are changed from the server side with ``manage.py shell``; the pages must follow.
+A screenshot of the live page (with its online list) is saved in ``test-artifacts/``.
+
+Then the module's access rules against the test project (``tests/browser_pages.py``), with
+token lifetimes of a few seconds and the JSON login switched off (the site's own session):
+a channel refused once is granted after the next token refresh when access came, a channel
+taken away by the server (owner changed) ends, and a logout in another tab ends this tab's
+private events (disconnect 3014) until someone logs in again.
 """
 
 from __future__ import annotations
@@ -20,8 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from instant_signals.server import free_port
+from tests.browser_pages import chromium, start_site  # noqa: F401,F811
+from tests.browser_pages import open_page as open_test_page
+from tests.browser_pages import wait_until as run_until
 from tests.conftest import ARTIFACTS, need
+from tests.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -155,6 +165,20 @@ def open_page(browser, url: str, errors: list):
     return page
 
 
+ONLINE_ARE = """(names) => {
+    const shown = [...document.querySelectorAll('#online .user')].map((s) => s.textContent);
+    return shown.length === names.length
+        && names.every((name) => shown.some((s) => s.startsWith(name)));
+}"""
+
+
+def log_in(page, username: str) -> None:
+    page.fill("#login-form [name=username]", username)
+    page.fill("#login-form [name=password]", f"{username}-demo")
+    page.click("#login-form button[type=submit]")
+    page.wait_for_function(f"document.querySelector('#who').textContent === '{username}'")
+
+
 def test_demo_pages_follow_server_side_changes_and_keep_private_feeds_private(demo, browser):
     tag = uuid.uuid4().hex[:8]
     errors: list[str] = []
@@ -168,12 +192,19 @@ def test_demo_pages_follow_server_side_changes_and_keep_private_feeds_private(de
 
     # 2. Logging in through the page starts alice's private feed (and admin's staff feed).
     staff = open_page(browser, demo.url, errors)
-    for page, username in ((alice, "alice"), (staff, "admin")):
-        page.fill("#login-form [name=username]", username)
-        page.fill("#login-form [name=password]", f"{username}-demo")
-        page.click("#login-form button[type=submit]")
-        page.wait_for_function(f"document.querySelector('#who').textContent === '{username}'")
+    bob = open_page(browser, demo.url, errors)
+    for page, username in ((alice, "alice"), (staff, "admin"), (bob, "bob")):
+        log_in(page, username)
     staff.wait_for_function("document.querySelector('#channels').textContent.includes('$staff')")
+    assert "$staff" not in bob.locator("#channels").text_content()
+
+    # Who is online: the presence of the team channel, one entry per user, on every
+    # logged-in page; anonymous visitors do not see it.
+    for page in (alice, staff, bob):
+        page.wait_for_function(ONLINE_ARE, arg=["admin", "alice", "bob"])
+        page.locator("#team li.online", has_text="bob").wait_for()
+    assert anonymous.locator("#online-box").is_hidden()
+    assert anonymous.evaluate("window.demo.online") is None
     alice_id = demo.shell("from django.contrib.auth.models import User; "
                           "print(User.objects.get(username='alice').pk)").split()[-1]
     alice.wait_for_function(
@@ -193,6 +224,8 @@ def test_demo_pages_follow_server_side_changes_and_keep_private_feeds_private(de
     received = anonymous.evaluate("window.demo.events")
     assert [e for e in received if e["channel"].startswith("$")] == []
     assert f"private task {tag}" not in anonymous.content()
+    bob.locator("#feed li", has_text=f"sentinel {tag}").wait_for()
+    assert f"private task {tag}" not in bob.content()  # another user's task
     assert any(e["channel"] == f"$user:{alice_id}" for e in alice.evaluate("window.demo.events"))
 
     # ...and cannot subscribe to alice's channel: the server refuses the subscription token.
@@ -240,7 +273,181 @@ def test_demo_pages_follow_server_side_changes_and_keep_private_feeds_private(de
                f"owner=User.objects.get(username='alice'))")
     alice.locator("#my-tasks li", has_text=f"after refresh {tag}").wait_for()
 
+    # 8. bob logs out: his page is anonymous again, and the others no longer see him online.
+    bob.click("#logout")
+    bob.wait_for_function("document.querySelector('#who').textContent === 'anonymous'")
+    assert bob.locator("#my-section").is_hidden()
+    for page in (alice, staff):
+        page.wait_for_function(ONLINE_ARE, arg=["admin", "alice"])
+    assert alice.locator("#team li.online", has_text="bob").count() == 0
+
     alice.screenshot(path=str(ARTIFACTS / "demo-live-page.png"), full_page=True)
     (ARTIFACTS / "demo-events.json").write_text(
         json.dumps(alice.evaluate("window.demo.events"), indent=1))
     assert errors == []
+
+
+# -- access rules of the browser module, against the test project ---------------------------------
+
+LIFETIME = 3  # seconds: connection and subscription tokens, so refreshes happen during the test
+REFRESH_BOUND = LIFETIME + 3  # a change of access reaches the page by the next refresh
+
+
+@pytest.fixture(scope="module")
+def site(centrifugo_binary, tmp_path_factory):
+    site, centrifugo = start_site(
+        centrifugo_binary, tmp_path_factory.mktemp("browser"),
+        settings={"CONNECTION_TOKEN_LIFETIME": LIFETIME, "SUBSCRIPTION_TOKEN_LIFETIME": LIFETIME,
+                  "LOGIN_VIEW": False})
+    site.ids = site.users("alice", "bob")
+    yield site
+    site.stop()
+    centrifugo.stop()
+
+
+def record(name: str, value) -> None:
+    """Measured numbers, for the docs: test-artifacts/browser-access.json."""
+    path = ARTIFACTS / "browser-access.json"
+    found = json.loads(path.read_text()) if path.exists() else {}
+    found[name] = value
+    path.write_text(json.dumps(found, indent=1) + "\n")
+
+
+def session_context(browser, site, username):
+    context = browser.new_context()
+    context.add_cookies([{"name": "sessionid", "value": site.session(username), "url": site.url}])
+    return context
+
+
+START = """async ({ collections, channels }) => {
+  const { Instant } = window.instantModule;
+  const instant = new Instant({ centrifuge: { minReconnectDelay: 100, maxReconnectDelay: 1000 } });
+  const t = { instant, lists: {}, events: [], denied: [], tokens: 0 };
+  for (const channel of collections) {
+    t.lists[channel] = instant.collection(channel, { model: "testapp.task" });
+  }
+  instant.on("testapp.task", "*", (data, envelope) => {
+    t.events.push([envelope.channel, data.event, data.pk]);
+  });
+  instant.addListener("denied", (d) => t.denied.push([d.channel, d.error.status]));
+  const fetchTokens = instant.fetchTokens.bind(instant);
+  instant.fetchTokens = () => { t.tokens += 1; return fetchTokens(); };
+  window.t = t;
+  await instant.start();
+  for (const channel of channels) instant.subscribe(channel);
+}"""
+
+
+def list_of(page, channel):
+    return page.evaluate("""(channel) => {
+        const c = window.t.lists[channel];
+        const rows = c.rows.map((r) => [r.pk, r.fields.title, r.fields.owner_id]);
+        return { state: c.state, rows };
+    }""", channel)
+
+
+def test_refused_channel_is_granted_at_the_next_token_refresh(site, chromium):
+    ids = site.ids
+    pks = site.json(f"""
+        from tests.testapp.models import Task
+        print(json.dumps([Task.objects.create(title=f"task {{i}}", owner_id={ids["alice"]}).pk
+                          for i in range(2)]))
+    """)
+    listed, subscribed = f"$task:{pks[0]}", f"$task:{pks[1]}"
+    errors: list[str] = []
+    alice = open_test_page(session_context(chromium, site, "alice"), site.url, errors)
+    alice.evaluate(START, {"collections": [listed], "channels": [subscribed]})
+    bob = open_test_page(session_context(chromium, site, "bob"), site.url, errors)
+    bob.evaluate(START, {"collections": [listed], "channels": [subscribed]})
+
+    alice.wait_for_function(f"window.t.lists['{listed}'].state === 'live'")
+    assert list_of(alice, listed)["rows"] == [[pks[0], "task 0", int(ids["alice"])]]
+    # bob may read neither: collection/ and subscribe/ refuse (403), nothing is retried yet.
+    bob.wait_for_function("window.t.denied.length === 2")
+    assert sorted(bob.evaluate("window.t.denied")) == sorted([[listed, 403], [subscribed, 403]])
+    assert list_of(bob, listed) == {"state": "denied", "rows": []}
+
+    # Both tasks go to bob. alice's subscriptions end at once (server unsubscribe).
+    changed = time.monotonic()
+    site.run(f"""
+        from tests.testapp.models import Task
+        for task in Task.objects.filter(pk__in={pks!r}):
+            task.owner_id = {ids["bob"]}
+            task.save()
+    """)
+    alice.wait_for_function(f"window.t.lists['{listed}'].state === 'denied'")
+    assert list_of(alice, listed)["rows"] == []
+    assert not any(c.startswith("$task:") for c in alice.evaluate("t.instant.subscribedChannels()"))
+
+    # bob's page asks again at its next connection token refresh, and now gets both.
+    tokens = bob.evaluate("window.t.tokens")
+    assert run_until(bob, lambda: list_of(bob, listed)["state"] == "live"
+                     and subscribed in bob.evaluate("t.instant.subscribedChannels()"),
+                     REFRESH_BOUND + 2)
+    granted_after = time.monotonic() - changed
+    assert granted_after < REFRESH_BOUND, granted_after
+    record("access_granted_after_owner_change_s", round(granted_after, 2))
+    assert bob.evaluate("window.t.tokens") > tokens  # through a refresh, not a reload
+    assert list_of(bob, listed)["rows"] == [[pks[0], "task 0", int(ids["bob"])]]
+    site.run(f"""
+        from tests.testapp.models import Task
+        task = Task.objects.get(pk={pks[1]}); task.title = "renamed"; task.save()
+    """)
+    bob.wait_for_function("(channel) => window.t.events.some((e) => e[0] === channel "
+                          "&& e[1] === 'updated')", arg=subscribed)
+    assert [e for e in errors if "403" not in e] == []
+
+
+def test_logout_in_another_tab_ends_private_events_here(site, chromium):
+    ids = site.ids
+    context = session_context(chromium, site, "alice")
+    errors: list[str] = []
+    mine = "$user:{user}"
+    this_tab, other_tab = (open_test_page(context, site.url, errors) for _ in range(2))
+    for page in (this_tab, other_tab):
+        page.evaluate(START, {"collections": [mine], "channels": []})
+        page.wait_for_function(f"window.t.lists['{mine}'].state === 'live'")
+    assert this_tab.evaluate("window.t.instant.user") == ids["alice"]
+    assert f"$user:{ids['alice']}" in this_tab.evaluate("t.instant.subscribedChannels()")
+    site.run(f"""
+        from tests.testapp.models import Task
+        Task.objects.create(title="before logout", owner_id={ids["alice"]})
+    """)
+    this_tab.wait_for_function(f"window.t.lists['{mine}'].size >= 1")
+
+    # The other tab logs out: Centrifugo disconnects every connection of alice (code 3014);
+    # this tab asks get_token/ again, is anonymous now and drops alice's private channels.
+    logged_out = time.monotonic()
+    other_tab.evaluate("window.t.instant.logout()")
+    this_tab.wait_for_function("window.t.instant.user === ''")
+    followed_after = time.monotonic() - logged_out
+    assert followed_after < 2, followed_after  # a disconnect, not a token expiry
+    record("other_tab_anonymous_after_logout_s", round(followed_after, 2))
+    assert list_of(this_tab, mine) == {"state": "idle", "rows": []}
+    assert not any(c.startswith("$") for c in this_tab.evaluate("t.instant.subscribedChannels()"))
+    private = "window.t.events.filter((e) => e[0].startsWith('$')).length"
+    events = this_tab.evaluate(private)
+    site.run(f"""
+        from tests.testapp.models import Task
+        Task.objects.create(title="after logout", owner_id={ids["alice"]})
+    """)
+    # The public channel "tasks" shows the task; alice's private channel is not followed here.
+    this_tab.wait_for_function("window.t.events.filter((e) => e[0] === 'tasks').length >= 2")
+    this_tab.wait_for_timeout(300)
+    assert this_tab.evaluate(private) == events
+
+    # bob logs in (the site's own login, in this browser): at its next token refresh this tab
+    # follows and shows bob's tasks.
+    context.add_cookies([{"name": "sessionid", "value": site.session("bob"), "url": site.url}])
+    site.run(f"""
+        from tests.testapp.models import Task
+        Task.objects.create(title="bob's own", owner_id={ids["bob"]})
+    """)
+    logged_in = time.monotonic()
+    this_tab.wait_for_function(f"window.t.instant.user === '{ids['bob']}'",
+                               timeout=REFRESH_BOUND * 1000)
+    record("other_tab_follows_a_login_after_s", round(time.monotonic() - logged_in, 2))
+    this_tab.wait_for_function("(mine) => window.t.lists[mine].rows.some((r) => "
+                               "r.fields.title === \"bob's own\")", arg=mine)
+    assert all(r[2] == int(ids["bob"]) for r in list_of(this_tab, mine)["rows"])
+    assert [e for e in errors if "403" not in e] == []

@@ -3,6 +3,10 @@
 - ``Note``: published into ``feed`` (no "$": every visitor sees it).
 - ``Task``: published into its owner's ``$user:{owner_id}`` channel, which only the owner may
   read (``authorize="owner"``), and into ``$staff``, which staff members read (``level``).
+- ``auth.User`` (not ours, so declared in settings, ``INSTANT_SIGNALS["MODELS"]``): the team
+  roster in ``$team:members``, read by logged-in users, with presence (who is online).
+
+The page lists them with ``instant.collection(...)`` (``board/static/board/board.js``).
 """
 
 from django.conf import settings

@@ -78,6 +78,12 @@ INSTANT_SIGNALS = {
     "TIMEOUT": (1.0, 3.0),
     "CONNECTION_TOKEN_LIFETIME": _token_lifetime,
     "SUBSCRIPTION_TOKEN_LIFETIME": _token_lifetime,
+    # Models we don't own are declared here. The team roster: every logged-in user reads
+    # "$team:members" (no email in it), and its presence shows who is online now.
+    "MODELS": {
+        "auth.User": {"channels": ["$team:members"], "level": "users", "presence": True,
+                      "fields": ["id", "username", "is_staff", "last_login"]},
+    },
 }
 
 LOGGING = {

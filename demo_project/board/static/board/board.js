@@ -1,19 +1,44 @@
-// The demo page: renders live events from instant_signals into the DOM.
+// The demo page: live lists from instant_signals' collection(), who is online from presence(),
+// and a log of every event received.
 import { Instant } from "../instant_signals/instant.js";
 
 const $ = (selector) => document.querySelector(selector);
-const instant = new Instant({ endpoint: "/instant/", userChannels: ["$user:{user}"] });
+// Of the channels get_token/ lists, this page follows the feed and the staff log; the
+// collections below add their own channels (the user's tasks, the team).
+const instant = new Instant({ endpoint: "/instant/", channels: ["feed", "$staff"] });
 // For the browser test and for curious developers: every envelope this page received.
 window.demo = { instant, events: [] };
 
-function item(list, pk) {
-  let li = list.querySelector(`li[data-pk="${pk}"]`);
-  const created = !li;
-  if (created) {
-    li = document.createElement("li");
-    li.dataset.pk = pk;
+// ---- live lists -------------------------------------------------------------------------------
+
+// Notes: public, newest first. Tasks: the logged-in user's own ("{user}": their id).
+const notes = instant.collection("feed", { model: "board.note", order: "-created" });
+const tasks = instant.collection("$user:{user}", { model: "board.task", order: "created" });
+window.demo.notes = notes;
+window.demo.tasks = tasks;
+
+// Keep a <ul> in the order of a collection's rows, one <li data-pk> per row, re-rendering
+// only the rows that changed (and flashing them).
+function renderList(list, collection, change, fill) {
+  const changed = change.row ? String(change.row.pk) : null;
+  const wanted = new Set();
+  let previous = null;
+  for (const row of collection.rows) {
+    const pk = String(row.pk);
+    wanted.add(pk);
+    let li = list.querySelector(`:scope > li[data-pk="${pk}"]`);
+    const created = !li;
+    if (created) {
+      li = document.createElement("li");
+      li.dataset.pk = pk;
+    }
+    if (created || pk === changed || change.type === "reset") fill(li, row.fields);
+    const next = previous ? previous.nextSibling : list.firstChild;
+    if (next !== li) list.insertBefore(li, next);
+    if (pk === changed) flash(li);
+    previous = li;
   }
-  return [li, created];
+  for (const li of [...list.children]) if (!wanted.has(li.dataset.pk)) li.remove();
 }
 
 function flash(li) {
@@ -22,30 +47,72 @@ function flash(li) {
   li.classList.add("flash");
 }
 
-function showNote(fields) {
-  const [li, created] = item($("#feed"), fields.id);
+function fillNote(li, fields) {
   li.innerHTML = '<span class="text"></span> <small class="author"></small>';
   li.querySelector(".text").textContent = fields.text;
   li.querySelector(".author").textContent = `— ${fields.author}`;
-  if (created) $("#feed").prepend(li);
-  flash(li);
 }
 
-function showTask(fields) {
-  const list = $("#my-tasks");
-  const [li, created] = item(list, fields.id);
+function fillTask(li, fields) {
   li.innerHTML = '<input type="checkbox"> <span class="title"></span>';
   li.querySelector(".title").textContent = fields.title;
   li.querySelector("input").checked = fields.done;
   li.classList.toggle("done", fields.done);
-  if (created) list.append(li);
-  flash(li);
 }
 
-function remove(list, pk) {
-  const li = list.querySelector(`li[data-pk="${pk}"]`);
-  if (li) li.remove();
+notes.onChange((change) => renderList($("#feed"), notes, change, fillNote));
+tasks.onChange((change) => renderList($("#my-tasks"), tasks, change, fillTask));
+
+// ---- the team and who is online (logged-in users only) ------------------------------------------
+
+let team = null;
+let online = null;
+
+function fillMember(li, fields) {
+  li.innerHTML = '<span class="online-dot"></span><span class="name"></span>';
+  li.querySelector(".name").textContent = fields.username;
+  if (fields.is_staff) li.insertAdjacentHTML("beforeend", '<span class="badge">staff</span>');
+  const seen = document.createElement("small");
+  seen.className = "muted";
+  seen.textContent = fields.last_login ? ` · last login ${fields.last_login.slice(0, 16).replace("T", " ")}` : "";
+  li.append(seen);
+  li.classList.toggle("online", !!online && online.has(fields.id));
 }
+
+function renderOnline() {
+  const users = online ? online.users : [];
+  const box = $("#online");
+  box.replaceChildren();
+  for (const user of users) {
+    const span = document.createElement("span");
+    span.className = "user";
+    span.dataset.user = user.user;
+    const tabs = user.connections > 1 ? ` (${user.connections} tabs)` : "";
+    span.textContent = `${(user.info && user.info.name) || "user " + user.user}${tabs}`;
+    box.append(span);
+  }
+  if (!users.length) box.textContent = "nobody";
+  for (const li of $("#team").children) li.classList.toggle("online", !!online && online.has(li.dataset.pk));
+}
+
+function followTeam(loggedIn) {
+  if (loggedIn && !team) {
+    team = instant.collection("$team:members", { model: "auth.user", order: "username" });
+    online = instant.presence("$team:members");
+    team.onChange((change) => renderList($("#team"), team, change, fillMember));
+    online.onChange(renderOnline);
+  } else if (!loggedIn && team) {
+    team.close();
+    online.close();
+    team = online = null;
+    $("#team").replaceChildren();
+    renderOnline();
+  }
+  window.demo.team = team;
+  window.demo.online = online;
+}
+
+// ---- other events -------------------------------------------------------------------------------
 
 function logEvent(envelope) {
   window.demo.events.push(envelope);
@@ -58,29 +125,25 @@ function logEvent(envelope) {
 
 instant.addListener("publication", logEvent);
 
-instant.on("board.note", "*", (data) => {
-  if (data.event === "deleted") remove($("#feed"), data.pk);
-  else showNote(data.fields);
-});
-
+// The staff log: every task change, as staff members see it in "$staff".
 instant.on("board.task", "*", (data, envelope) => {
-  if (envelope.channel === "$staff") {
-    const li = document.createElement("li");
-    const changed = data.changed ? ` (was ${JSON.stringify(data.changed)})` : "";
-    li.textContent = `task #${data.pk} of user ${data.fields.owner_id} ${data.event}: ` +
-      `${data.fields.title}${data.fields.done ? " ✓" : ""}${changed}`;
-    $("#staff-log").prepend(li);
-    return;
-  }
-  if (data.event === "deleted") remove($("#my-tasks"), data.pk);
-  else showTask(data.fields);
+  if (envelope.channel !== "$staff") return;
+  const li = document.createElement("li");
+  const fields = data.fields || {};
+  const changed = data.changed ? ` (was ${JSON.stringify(data.changed)})` : "";
+  li.textContent = `task #${data.pk} of user ${fields.owner_id} ${data.event}: ` +
+    `${fields.title || ""}${fields.done ? " ✓" : ""}${changed}`;
+  $("#staff-log").prepend(li);
 });
 
 // Custom events sent with publish("feed", "Hello") show up in the event list only.
 
+// ---- state, identity, forms ---------------------------------------------------------------------
+
 function renderChannels() {
-  $("#channels").textContent = instant.subscribedChannels().join(", ") || "none";
-  $("#staff-section").hidden = !instant.subscribedChannels().includes("$staff");
+  const channels = instant.subscribedChannels();
+  $("#channels").textContent = channels.join(", ") || "none";
+  $("#staff-section").hidden = !channels.includes("$staff");
 }
 
 instant.addListener("state", ({ state }) => {
@@ -90,20 +153,21 @@ instant.addListener("state", ({ state }) => {
 instant.addListener("subscribed", renderChannels);
 instant.addListener("unsubscribed", renderChannels);
 
-async function showIdentity(username) {
-  $("#who").textContent = username || "anonymous";
-  document.body.dataset.user = username || "";
-  $("#login-form").hidden = !!username;
-  $("#logout-box").hidden = !username;
-  $("#my-section").hidden = !username;
-  $("#my-tasks").replaceChildren();
+// The user is whoever the session says (get_token/): after a login or logout here, in another
+// tab, or in the admin.
+instant.addListener("user", ({ user, info }) => {
+  const name = user ? (info && info.name) || `user ${user}` : "";
+  $("#who").textContent = name || "anonymous";
+  document.body.dataset.user = name;
+  $("#login-form").hidden = !!user;
+  $("#logout-box").hidden = !user;
+  $("#my-section").hidden = !user;
+  $("#team-section").hidden = !user;
+  $("#online-box").hidden = !user;
   $("#staff-log").replaceChildren();
-  if (username) {
-    const answer = await fetch("/tasks/", { credentials: "same-origin" }).then((r) => r.json());
-    for (const task of answer.tasks || []) showTask(task);
-  }
+  followTeam(!!user);
   renderChannels();
-}
+});
 
 async function post(url, body) {
   const response = await fetch(url, {
@@ -120,20 +184,15 @@ $("#login-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = event.target;
   $("#login-error").textContent = "";
-  const username = form.username.value;
   try {
-    await instant.login(username, form.password.value);
+    await instant.login(form.username.value, form.password.value);
     form.reset();
-    await showIdentity(username);
   } catch (error) {
     $("#login-error").textContent = error.status === 401 ? "wrong username or password" : String(error);
   }
 });
 
-$("#logout").addEventListener("click", async () => {
-  await instant.logout();
-  await showIdentity("");
-});
+$("#logout").addEventListener("click", () => instant.logout());
 
 $("#note-form").addEventListener("submit", async (event) => {
   event.preventDefault();
