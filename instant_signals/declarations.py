@@ -211,15 +211,17 @@ class Declaration:
                 return template, params
         return None
 
-    def rows(self, request: Any, name: str, limit: int) -> list[tuple[Any, dict[str, Any] | None]]:
-        """(pk, view) of the rows visible in channel ``name`` now, as its events show them.
+    def rows(self, request: Any, name: str,
+             limit: int) -> tuple[list[tuple[Any, dict[str, Any] | None]], bool]:
+        """(pk, view) of the rows visible in channel ``name`` now, as its events show them, and
+        whether candidates past ``limit`` were left out.
 
         The ``queryset(request, **placeholders)`` hook (default: the placeholders as filters,
         ``model._default_manager.filter(owner_id=..)``) gives the candidates; ``condition`` and
         routing then decide, as for events, so a row is listed only where an event would go."""
         found = self.template_of(name)
         if found is None:
-            return []
+            return [], False
         template, params = found
         if self.queryset is not None:
             candidates = self.queryset(request, **params)
@@ -227,11 +229,12 @@ class Declaration:
             candidates = self.model._default_manager.filter(
                 **dict(zip(template.attnames, params.values())))
         out = []
-        for instance in candidates[:limit]:
+        loaded = list(candidates[:limit + 1])
+        for instance in loaded[:limit]:
             seen = self.seen(instance, UPDATED)
             if name in seen.channels:
                 out.append((pk_of(instance), seen.fields))
-        return out
+        return out, len(loaded) > limit
 
     # -- readers ----------------------------------------------------------------------------------
     def may_read(self, user: Any, name: str) -> bool | None:

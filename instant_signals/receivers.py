@@ -51,13 +51,13 @@ _last_version = 0
 
 
 def next_version() -> int:
-    """A per-row version: nanoseconds since the epoch, strictly increasing in this process.
+    """A per-row version: microseconds since the epoch, strictly increasing in this process.
 
     Taken in the save's post_save/post_delete, while the database holds the row's write lock, so
     a later write of the row (waiting for that lock) gets a larger one on machines whose clocks
-    agree."""
+    agree. Microseconds keep it below 2**53, exact as a JavaScript number."""
     global _last_version
-    now = time.time_ns()
+    now = time.time_ns() // 1000
     with _version_lock:
         _last_version = now if now > _last_version else _last_version + 1
         return _last_version

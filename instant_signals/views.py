@@ -197,7 +197,8 @@ def _subscribe_many(request: HttpRequest, names: list[str]) -> JsonResponse:
 @_json_view(("GET",))
 def collection_view(request: HttpRequest) -> HttpResponse:
     """``?channel=<name>`` → the rows visible in a declared channel, with the stream position
-    read before them: ``{"channel", "offset", "epoch", "rows": [{"model", "pk", "fields"}]}``.
+    read before them: ``{"channel", "offset", "epoch", "rows": [{"model", "pk", "fields"}],
+    "truncated": bool}``.
 
     A client subscribes ``since`` that position and applies the events to the rows: an event
     committed between the load and the subscription is neither missed nor lost. At most
@@ -219,6 +220,10 @@ def collection_view(request: HttpRequest) -> HttpResponse:
     except CentrifugoError as exc:
         return error(503, "centrifugo_unavailable", f"cannot read the stream position: {exc}")
     limit = int(conf.app_setting("COLLECTION_MAX_ROWS"))
-    rows = [{"model": d.label, "pk": pk, "fields": fields}
-            for d in declarations for pk, fields in d.rows(request, name, limit)]
-    return JsonResponse({"channel": name, **position, "rows": rows})
+    rows: list[dict[str, Any]] = []
+    truncated = False
+    for declaration in declarations:
+        found, more = declaration.rows(request, name, limit)
+        rows += [{"model": declaration.label, "pk": pk, "fields": fields} for pk, fields in found]
+        truncated |= more
+    return JsonResponse({"channel": name, **position, "rows": rows, "truncated": truncated})

@@ -225,3 +225,56 @@ class TestCsrf:
 
     def test_get_token_by_get_needs_no_csrf(self, browser):
         assert browser.get("/instant/get_token/").status_code == 200
+
+
+class TestCollection:
+    """collection/: the rows of a declared channel with its stream position, or a 4xx/503."""
+
+    @pytest.fixture
+    def rows(self, django_user_model):
+        from tests.testapp.models import Note, Task
+
+        ann = django_user_model.objects.create_user("coll-ann", password="pw")
+        bob = django_user_model.objects.create_user("coll-bob", password="pw")
+        notes = [Note.objects.create(title=f"n{i}") for i in range(3)]
+        Task.objects.create(title="ann's", owner=ann)
+        Task.objects.create(title="bob's", owner=bob)
+        return {"ann": ann, "bob": bob, "notes": notes}
+
+    def get(self, client, channel):
+        return client.get("/instant/collection/", {"channel": channel})
+
+    def test_rows_and_the_position_read_before_them(self, client, rows, centrifugo):
+        from instant_signals import publish
+
+        publish("notes", "bump the stream")
+        body = self.get(client, "notes").json()
+        assert body["channel"] == "notes" and body["offset"] >= 1 and body["epoch"]
+        assert body["truncated"] is False
+        assert [r["fields"]["title"] for r in body["rows"]] == ["n0", "n1", "n2"]
+        assert {r["model"] for r in body["rows"]} == {"testapp.note"}
+
+    def test_a_private_collection_shows_its_owner_only_her_rows(self, client, rows, centrifugo):
+        client.force_login(rows["ann"])
+        body = self.get(client, f"$user:{rows['ann'].pk}").json()
+        assert [r["fields"]["title"] for r in body["rows"]] == ["ann's"]
+        assert_json_error(self.get(client, f"$user:{rows['bob'].pk}"), 403)
+
+    def test_the_limit_is_reported(self, client, rows, centrifugo, settings):
+        settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "COLLECTION_MAX_ROWS": 2}
+        body = self.get(client, "notes").json()
+        assert len(body["rows"]) == 2 and body["truncated"] is True
+
+    @pytest.mark.parametrize("channel, status, code", [
+        ("has space", 400, "bad_request"),
+        ("", 400, "bad_request"),
+        ("$staff", 403, "channel_not_allowed"),  # not declared, no row: nobody reads it
+        ("public", 404, "not_a_collection"),  # a Channel row, not a @broadcast channel
+    ])
+    def test_bad_requests(self, client, rows, channels, centrifugo, channel, status, code):
+        assert assert_json_error(self.get(client, channel), status)["error"] == code
+
+    def test_centrifugo_down_is_a_503(self, client, rows, settings):
+        settings.CENTRIFUGO_API_URL = "http://127.0.0.1:9/api"
+        assert assert_json_error(self.get(client, "notes"), 503)["error"] == \
+            "centrifugo_unavailable"
