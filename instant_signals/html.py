@@ -29,8 +29,9 @@ Refreshes. ``@broadcast(..., refresh=True)`` publishes a page-refresh signal ins
 
 * server, per transaction: one signal per channel per transaction however many rows changed;
 * browser, across transactions and processes: ``<instant-stream>`` refreshes at most once per
-  ``refresh-interval`` (1000 ms), ``refresh-wait`` (200 ms) after a quiet moment, and always once
-  more after the last signal, so the last state is shown. A burst whose signals arrive over T
+  ``refresh-interval`` (1000 ms), ``refresh-wait`` (200 ms) after a quiet moment, never while
+  the previous refresh is loading, and always once more after the last signal, so the last state
+  is shown. A burst whose signals arrive over T
   seconds causes at most ceil((T - wait) / interval) + 1 refreshes: 3 for 200 saves in 2 s.
 
 The tab whose own request made the change does not refresh: ``RequestIdMiddleware`` (or the

@@ -1,7 +1,7 @@
 // <instant-stream>: server-rendered HTML from instant_signals, applied live to a Turbo 8 or an
 // htmx 2 page.
 //
-//   {% include "instant_signals/importmap.html" %}      (maps centrifuge, @hotwired/turbo, htmx.org)
+//   {% include "instant_signals/importmap.html" %}  (maps centrifuge, @hotwired/turbo, htmx.org)
 //   <script type="module" src="{% static 'instant_signals/stream.js' %}"></script>
 //   <script type="module">import "@hotwired/turbo";</script>              (a Turbo page), or
 //   <script type="module">import htmx from "htmx.org"; window.htmx = htmx;</script>  (htmx)
@@ -26,7 +26,8 @@
 // Debounce (per channel, for every process and transaction publishing there): a refresh starts
 // `refresh-wait` ms (200) after a signal, at the latest `refresh-interval` ms (1000) after the
 // first signal not yet refreshed, never sooner than `refresh-interval` after the previous
-// refresh started, and never while a Turbo visit runs; a signal that arrives during a refresh
+// refresh started, and never while the previous one is loading (its Turbo visit, or the htmx
+// requests its event started) or a Turbo navigation runs; a signal that arrives during a refresh
 // leads to one more. So the page always ends on a refresh that started after the last signal,
 // and signals arriving over T ms cause at most ceil((T - wait) / interval) + 1 refreshes.
 //
@@ -39,8 +40,8 @@
 // refresh-wait, refresh-interval. Reflected: state ("connecting", "subscribed", "denied",
 // "unsubscribed", "error"). Events on the element: "instant:before-stream" (cancelable; detail
 // {action, target, html, data}) before a fragment is applied, "instant:refresh" (cancelable;
-// detail {channel}). element.stats: {publications, applied, signals, ignored, refreshes, firstSignal,
-// lastSignal} of the element's channel on this page.
+// detail {channel}). element.stats: {publications, applied, signals, ignored, refreshes,
+// firstSignal, lastSignal} of the element's channel on this page.
 
 import { Instant } from "./instant.js";
 
@@ -78,7 +79,7 @@ export function newRequestId() {
   return id;
 }
 
-/** Headers for your own fetch() calls: `fetch(url, {method: "POST", headers: requestHeaders()})`. */
+/** Headers for your own fetch(): `fetch(url, {method: "POST", headers: requestHeaders()})`. */
 export function requestHeaders(headers = {}) {
   return { ...headers, [REQUEST_ID_HEADER]: newRequestId() };
 }
@@ -216,7 +217,8 @@ function applyHtmx(htmx, data) {
     oob = root;
   } else {
     oob = document.createElement("div");
-    oob.setAttribute("hx-swap-oob", (action === "prepend" ? "afterbegin:" : "beforeend:") + selector);
+    const style = action === "prepend" ? "afterbegin:" : "beforeend:";
+    oob.setAttribute("hx-swap-oob", style + selector);
     oob.append(template.content);
   }
   const fragment = document.createDocumentFragment();
@@ -331,7 +333,8 @@ class Channel {
     const wait = element ? element.refreshWait : DEFAULT_WAIT;
     const interval = element ? element.refreshInterval : DEFAULT_INTERVAL;
     const now = performance.now();
-    const at = Math.max(this.lastStart + interval, Math.min(now + wait, this.firstPending + interval));
+    const at = Math.max(this.lastStart + interval,
+      Math.min(now + wait, this.firstPending + interval));
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.fire(), Math.max(0, at - now));
   }
@@ -415,9 +418,41 @@ export class InstantStream extends HTMLElement {
     const event = new CustomEvent("instant:refresh", {
       bubbles: true, cancelable: true, detail: { channel: this.getAttribute("channel") },
     });
-    const go = this.dispatchEvent(event);
-    if (go && this.format === "turbo") await turboRefresh();
+    if (this.format === "turbo") {
+      if (this.dispatchEvent(event)) await turboRefresh();
+    } else {
+      // The htmx requests the event starts: the refresh lasts until they are answered, so the
+      // next one never lands on a request in flight (htmx would queue it on an element the
+      // answer may replace, and drop it).
+      await htmxRequestsDuring(() => this.dispatchEvent(event));
+    }
   }
+}
+
+/** Run fn(); resolve when the htmx requests it started synchronously have been answered. */
+function htmxRequestsDuring(fn) {
+  const answered = [];
+  const started = (event) => {
+    const elt = event.target;
+    const xhr = event.detail && event.detail.xhr;
+    answered.push(new Promise((resolve) => {
+      const timer = setTimeout(done, VISIT_TIMEOUT);
+      function done(after) {
+        if (after && after.detail && after.detail.xhr !== xhr) return;
+        clearTimeout(timer);
+        elt.removeEventListener("htmx:afterRequest", done);
+        resolve();
+      }
+      elt.addEventListener("htmx:afterRequest", done); // on the element: it may be swapped out
+    }));
+  };
+  document.addEventListener("htmx:beforeRequest", started);
+  try {
+    fn();
+  } finally {
+    document.removeEventListener("htmx:beforeRequest", started);
+  }
+  return Promise.all(answered);
 }
 
 function numberAttribute(element, name, fallback) {
