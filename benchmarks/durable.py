@@ -45,7 +45,7 @@ def pg_missing(bench: Bench, alias: str) -> str | None:
     return None
 
 
-# -- scenario 6: what writing the outbox costs a transaction ---------------------------------------
+# -- scenario 6: what writing the outbox costs a transaction --------------------------------------
 def s6(bench: Bench) -> dict[str, Any]:
     """Wall time of n saves of new rows in one transaction (COMMIT included), the model
     registered with ``DELIVERY="outbox"`` against the model not registered, on SQLite (the
@@ -121,7 +121,7 @@ def s6(bench: Bench) -> dict[str, Any]:
     return out
 
 
-# -- scenario 6b: SQLite writers and the relay at once ------------------------------------------------
+# -- scenario 6b: SQLite writers and the relay at once --------------------------------------------
 def s6b(bench: Bench) -> dict[str, Any]:
     """4 writer processes commit transactions shaped like a web request (read a row, update
     it, create another: 2 events each) while ``relay_outbox`` drains the same SQLite file.
@@ -187,7 +187,8 @@ def s6b(bench: Bench) -> dict[str, Any]:
                 slot["delivered"].append(bench.offset(channel))
                 slot["writer_lock_errors"] += sum(d["lock_errors"] for d in done)
                 slot["relay_lock_errors"] += relayed["lock_errors"]
-                slot["other_errors"] += sum(d["other_errors"] for d in done) + relayed["other_errors"]
+                slot["other_errors"] += (sum(d["other_errors"] for d in done)
+                                         + relayed["other_errors"])
                 slot["resent_batches"] += relayed["resent_batches"]
                 slot["resent_rows"] += relayed["resent_rows"]
                 slot["batches"] += relayed["batches"]
@@ -217,7 +218,7 @@ def s6b(bench: Bench) -> dict[str, Any]:
     return out
 
 
-# -- scenario 7: drain rate -------------------------------------------------------------------------
+# -- scenario 7: drain rate -----------------------------------------------------------------------
 def seed(bench: Bench, alias: str, n: int) -> None:
     """n outbox rows written by the real backend (n saves, ``DELIVERY="outbox"``), kept in
     ``bench_outbox_seed``; each round copies them into the outbox with its own channel (so
@@ -350,7 +351,7 @@ def s7(bench: Bench) -> dict[str, Any]:
     return out
 
 
-# -- scenario 8: durable end to end -----------------------------------------------------------------
+# -- scenario 8: durable end to end ---------------------------------------------------------------
 def s8(bench: Bench) -> dict[str, Any]:
     """n transactions of one save each with ``DELIVERY="outbox"``; the clock starts in an
     ``on_commit`` callback registered before the save (right after COMMIT) and stops when the
@@ -524,7 +525,7 @@ def s11(bench: Bench) -> dict[str, Any]:
     return {"unit": "events delivered after the resume", "n": k, "arms": {name: result}}
 
 
-# -- profiles -----------------------------------------------------------------------------------
+# -- profiles -------------------------------------------------------------------------------------
 class Job:
     def __init__(self, run: Callable[[], Any], prepare: Callable[[], Any] | None = None):
         self.run, self.prepare = run, prepare
@@ -556,4 +557,5 @@ def profile_jobs(bench: Bench) -> dict[str, Any]:
         if result.sent != n7:
             raise RuntimeError(f"relay sent {result.sent} of {n7}")
 
-    return {"s6-outbox-sqlite": Job(write, prepare_write), "s7-relay-sqlite": Job(drain, prepare_drain)}
+    return {"s6-outbox-sqlite": Job(write, prepare_write),
+            "s7-relay-sqlite": Job(drain, prepare_drain)}

@@ -55,7 +55,7 @@ ITEM_CHANNEL = "bench:items"
 QUEUE_MAX_SIZE = 64 * 1024 * 1024  # a subscriber may fall 64 MB behind a 20,000-event drain
 
 
-# -- helpers ---------------------------------------------------------------------------------
+# -- helpers --------------------------------------------------------------------------------------
 def summary(values: list[float]) -> dict[str, Any]:
     return {
         "rounds": values,
@@ -145,7 +145,7 @@ class Bench:
     def rounds_for(self, key: str) -> int:
         return min(self.rounds, MAX_ROUNDS.get(key, self.rounds))
 
-    # -- setup ---------------------------------------------------------------------------------
+    # -- setup ------------------------------------------------------------------------------------
     def start(self) -> None:
         from instant_signals import installer
 
@@ -237,7 +237,8 @@ class Bench:
 
     def check_peer(self) -> dict[str, Any] | None:
         if not self.peer_python or not Path(self.peer_python).exists():
-            self.peer_problem = "no django-instant venv (pass --peer-python; benchmarks/run makes one)"
+            self.peer_problem = ("no django-instant venv (pass --peer-python; benchmarks/run "
+                                 "makes one)")
             return None
         try:
             return self.peer("version")
@@ -245,7 +246,8 @@ class Bench:
             self.peer_problem = f"django-instant venv does not run: {exc}"
             return None
 
-    def peer(self, scenario: str, *, n: int = 0, channel: str = "", port: int | None = None) -> dict:
+    def peer(self, scenario: str, *, n: int = 0, channel: str = "",
+             port: int | None = None) -> dict:
         env = dict(os.environ)
         if port is not None:
             env["BENCH_CENTRIFUGO_PORT"] = str(port)
@@ -285,8 +287,8 @@ class Bench:
         if line.strip() != "ready":
             process.kill()
             process.wait()
-            raise RuntimeError(f"worker {process.args[2:4]} did not start: {line}"  # type: ignore[index]
-                               f"{self.stderr_of(process)}")
+            role = process.args[2:4]  # type: ignore[index]
+            raise RuntimeError(f"worker {role} did not start: {line}{self.stderr_of(process)}")
 
     @staticmethod
     def go(process: subprocess.Popen) -> None:
@@ -361,7 +363,7 @@ class Bench:
 
         broadcast_registry.unregister(self.item_model())
 
-    # -- scenario 1 ----------------------------------------------------------------------------
+    # -- scenario 1 -------------------------------------------------------------------------------
     def s1(self) -> dict[str, Any]:
         from instant_signals import envelope, publish
 
@@ -369,9 +371,8 @@ class Bench:
         site = "Bench site"
 
         def bodies(channel: str) -> list[bytes]:
-            return [dump({"channel": channel,
-                          "data": envelope.custom_event(channel, f"message {i}", site=site)}).encode()
-                    for i in range(n)]
+            return [dump({"channel": channel, "data": envelope.custom_event(
+                channel, f"message {i}", site=site)}).encode() for i in range(n)]
 
         def run_instant_signals(channel: str) -> float:
             start = time.perf_counter()
@@ -384,8 +385,8 @@ class Bench:
             client = Client(self.api_url, self.api_key)  # one reused Client, as cent's docs show
             start = time.perf_counter()
             for i in range(n):
-                client.publish(PublishRequest(
-                    channel=channel, data={"channel": channel, "site": site, "message": f"message {i}"}))
+                client.publish(PublishRequest(channel=channel, data={
+                    "channel": channel, "site": site, "message": f"message {i}"}))
             return time.perf_counter() - start
 
         def run_urllib3(channel: str) -> float:
@@ -491,11 +492,12 @@ class Bench:
             if slot["status"] != "ok":
                 out["arms"][name] = failed_arm(slot["status"], slot["error"])
                 continue
-            out["arms"][name] = arm_result(slot["values"], expected=[expected] * len(slot["values"]),
-                                           delivered=slot["delivered"])
+            out["arms"][name] = arm_result(
+                slot["values"], expected=[expected] * len(slot["values"]),
+                delivered=slot["delivered"])
         return out
 
-    # -- scenario 2 ----------------------------------------------------------------------------
+    # -- scenario 2 -------------------------------------------------------------------------------
     def s2(self) -> dict[str, Any]:
         from instant_signals import disable_broadcasts
 
@@ -530,7 +532,8 @@ class Bench:
         expected = {"off": 0, "disabled": 0, "on": n, "peer": n}
         for mode in ("off", "disabled", "on"):  # warm caches and connections, untimed
             timed_saves(mode)
-        raw = {name: {"values": [], "delivered": [], "status": "ok", "error": None} for name in arms}
+        raw = {name: {"values": [], "delivered": [], "status": "ok", "error": None}
+               for name in arms}
         reps = 1 if self.args.quick else 3
         rounds = self.rounds_for("s2")
         for r in range(rounds):
@@ -550,7 +553,8 @@ class Bench:
                         channel = f"bench:s2-peer-r{r}"
                         out = self.peer("s2", n=n, channel=channel)
                         if out["errors"]:
-                            raise RuntimeError(f"{out['errors']} errors, first: {out['first_error']}")
+                            raise RuntimeError(
+                                f"{out['errors']} errors, first: {out['first_error']}")
                         seconds, got = out["seconds"], self.offset(channel)
                     else:
                         # the best of REPS passes (off, disabled and on each run in every pass,
@@ -602,7 +606,7 @@ class Bench:
         out["on_over_off"] = summary([a / b for a, b in zip(on["rounds"], off["rounds"])])
         return out
 
-    # -- scenario 3 ----------------------------------------------------------------------------
+    # -- scenario 3 -------------------------------------------------------------------------------
     def s3(self) -> dict[str, Any]:
         from django.db import transaction
 
@@ -696,7 +700,7 @@ class Bench:
         }
         return out
 
-    # -- scenario 4 ----------------------------------------------------------------------------
+    # -- scenario 4 -------------------------------------------------------------------------------
     def s4(self) -> dict[str, Any]:
         """CPU time (process_time: time spent descheduled by other users of the machine is left
         out) of n saves in one transaction inside capture_broadcasts, on minus off; each round
@@ -835,7 +839,7 @@ class Bench:
             "instant_signals snapshot, per loaded row (µs/row)": arm_result(snap_load),
         }}
 
-    # -- scenario 5 ----------------------------------------------------------------------------
+    # -- scenario 5 -------------------------------------------------------------------------------
     def s5(self) -> dict[str, Any]:
         n = self.sizes["s5"]
         base = 1_000_000
@@ -873,7 +877,7 @@ class Bench:
             "events' share (on − off)": arm_result(diff),
         }, "peers": "django-instant publishes at each save and collects nothing (see scenario 2)"}
 
-    # -- scenarios 6-11 live in their own modules ---------------------------------------------------
+    # -- scenarios 6-11 live in their own modules -------------------------------------------------
     def s6(self) -> dict[str, Any]:
         import durable
 
@@ -924,7 +928,7 @@ def latency_arm(slot: dict[str, Any], n: int, **extra: Any) -> dict[str, Any]:
             "received_per_round": slot.get("received", expected), **extra}
 
 
-# -- targets and the table -----------------------------------------------------------------------
+# -- targets and the table ------------------------------------------------------------------------
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
@@ -946,9 +950,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     scenarios = results["scenarios"]
     if "s1" in scenarios:
         ours = arm("s1", "instant_signals publish()").get("median")
-        ratio_row("S1 rate vs django-instant", ours, arm("s1", "django-instant publish()").get("median"),
-                  "≥ 3×", 3)
-        ratio_row("S1 rate vs cent 5", ours, arm("s1", "cent 5 Client (reused)").get("median"), "≥ 1×", 1)
+        ratio_row("S1 rate vs django-instant", ours,
+                  arm("s1", "django-instant publish()").get("median"), "≥ 3×", 3)
+        ratio_row("S1 rate vs cent 5", ours,
+                  arm("s1", "cent 5 Client (reused)").get("median"), "≥ 1×", 1)
         ratio_row("S1 rate vs raw floor (urllib3 pool, the transport underneath)", ours,
                   arm("s1", "raw urllib3 pool floor").get("median"), "≥ 80%", 0.8, pct=True)
         ratio_row("S1 rate vs raw floor (requests.Session)", ours,
@@ -970,8 +975,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         add("S3 p50 commit→receipt", ms(p50), "< 5 ms", None if p50 is None else p50 < 5)
         add("S3 p99 commit→receipt", ms(p99), "< 20 ms", None if p99 is None else p99 < 20)
     if "s4" in scenarios:
-        for name, what in (("hooks' own cost (on − off)", "full saves, on − off"),
-                           ("hooks alone, signals sent without SQL (on − off)", "signals without SQL")):
+        for name, what in (
+                ("hooks' own cost (on − off)", "full saves, on − off"),
+                ("hooks alone, signals sent without SQL (on − off)", "signals without SQL")):
             v = arm("s4", name).get("median")
             add(f"S4 hooks' cost per save ({what})", None if v is None else f"{v:.1f} µs",
                 "< 50 µs", None if v is None else v < 50)
@@ -1015,7 +1021,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                   arm("s10", "cent 5 AsyncClient").get("median"), "≥ 1.0×", 1.0)
         lag = ours.get("loop_lag_max_ms", {})
         add("S10 event-loop stall, apublish() (median of each round's longest)",
-            ms(lag.get("median")), "≤ 5 ms", None if lag.get("median") is None else lag["median"] <= 5)
+            ms(lag.get("median")), "≤ 5 ms",
+            None if lag.get("median") is None else lag["median"] <= 5)
         add("S10 event-loop stall, apublish() (longest in any round)", ms(lag.get("max")),
             "≤ 5 ms", None if lag.get("max") is None else lag["max"] <= 5)
         busy = ours.get("loop_busy_max_ms", {}).get("max")
@@ -1102,7 +1109,7 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# -- profiling -------------------------------------------------------------------------------
+# -- profiling ------------------------------------------------------------------------------------
 def profile(bench: Bench, out_dir: Path) -> None:
     """cProfile of the instant_signals paths: S2 (real send), S4 (capture), S5 (10k), S6 (outbox
     write), S7 (relay drain, in this process), S10 (apublish)."""
@@ -1182,7 +1189,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="every arm of every scenario, small sizes, one round (< 2 minutes)")
     parser.add_argument("--rounds", type=int, default=0, help="rounds per arm (default 5, quick 1)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
-    parser.add_argument("--peer-python", default=str(ROOT / ".venv-peer-instant" / "bin" / "python"))
+    parser.add_argument("--peer-python",
+                        default=str(ROOT / ".venv-peer-instant" / "bin" / "python"))
     parser.add_argument("--out", default=str(HERE / "results" / "latest.json"))
     parser.add_argument("--profile", action="store_true", help="also write cProfile reports")
     args = parser.parse_args(argv)
@@ -1214,7 +1222,8 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     results["meta"] = {
-        "command": " ".join(["benchmarks/run", *_user_args(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["benchmarks/run",
+                             *_user_args(argv if argv is not None else sys.argv[1:])]),
         "quick": args.quick,
         "rounds": bench.rounds,
         "sizes": {k: bench.sizes[k] for k in chosen},

@@ -140,9 +140,10 @@ class _Sender:
                 calls = self._take()
                 if not calls:
                     continue
+                outcomes: list[dict[str, Any] | BaseException]
                 try:
-                    outcomes = await self.loop.run_in_executor(
-                        None, _send, [call.command for call in calls])
+                    outcomes = list(await self.loop.run_in_executor(
+                        None, _send, [call.command for call in calls]))
                 except CentrifugoError as exc:  # the whole request failed: everyone's error
                     outcomes = [_copy(exc) for _ in calls]
                 except Exception as exc:  # noqa: BLE001 - e.g. no API key: reaches every caller

@@ -50,6 +50,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 from django.db import OperationalError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field
 from django.utils import timezone
 
 from .. import conf, reporting
@@ -162,9 +163,14 @@ def _sql(conn: BaseDatabaseWrapper) -> _Sql:
         qn = conn.ops.quote_name
         meta = OutboxEntry._meta
         table = qn(meta.db_table)
+
+        def column(name: str) -> str:
+            field = meta.get_field(name)
+            assert isinstance(field, Field) and field.column
+            return qn(field.column)
+
         id_, method, payload, partition, created = (
-            qn(meta.get_field(name).column)
-            for name in ("id", "method", "payload", "partition", "created_at"))
+            column(name) for name in ("id", "method", "payload", "partition", "created_at"))
         value = "%s::jsonb" if conn.vendor == "postgresql" else "%s"
         where = f"FROM {table} WHERE {partition} = %s ORDER BY {id_}"
         found = _sql_cache[key] = _Sql(
