@@ -17,7 +17,8 @@
 //   out-of-band swap (hx-swap-oob) through htmx.swap. An append of an element already on the
 //   page removes the old copy first, as Turbo does, so a tab that got its own change twice (its
 //   response, the channel) shows it once; a fragment caused by this tab's own htmx request waits
-//   for that request's response. A target not on the page is left alone.
+//   for that request's response; on a Turbo page, one that arrives during a navigation or a form
+//   submission is applied once its render is done. A target not on the page is left alone.
 // - refresh signals: debounced (below), then the cancelable DOM event "instant:refresh"
 //   (bubbles); with format="turbo" its default is a Turbo 8 page refresh (morphed with
 //   <meta name="turbo-refresh-method" content="morph">); with htmx, listen to it, e.g.
@@ -50,6 +51,7 @@ const DEFAULT_ENDPOINT = "/instant/";
 const DEFAULT_WAIT = 200;
 const DEFAULT_INTERVAL = 1000;
 const VISIT_TIMEOUT = 10000;
+const SETTLE_TIMEOUT = 500; // an answer that swaps nothing never settles
 
 // ---- request ids of this tab ------------------------------------------------------------------
 
@@ -173,15 +175,22 @@ function nextEvent(types, timeout) {
   });
 }
 
-/** A Turbo 8 page refresh (what <turbo-stream action="refresh"> does, without its debounce),
- *  resolved when the page has been rendered again. It waits for a navigation or a form
- *  submission in progress first: a refresh must not cut them short. */
-async function turboRefresh() {
+/** Turbo, once no navigation or form submission is running: their render will replace the
+ *  page with what the server had when they fetched it, so a change must come after it. */
+async function turboIdle() {
   const Turbo = await turbo();
   for (let i = 0; i < 10 && turboBusy(Turbo); i++) {
     await nextEvent(["turbo:load", "turbo:submit-end"], VISIT_TIMEOUT);
     await new Promise((resolve) => setTimeout(resolve, 50)); // a form's visit starts after it
   }
+  return Turbo;
+}
+
+/** A Turbo 8 page refresh (what <turbo-stream action="refresh"> does, without its debounce),
+ *  resolved when the page has been rendered again. It waits for a navigation or a form
+ *  submission in progress first: a refresh must not cut them short. */
+async function turboRefresh() {
+  const Turbo = await turboIdle();
   const loaded = nextEvent(["turbo:load"], VISIT_TIMEOUT);
   Turbo.visit(window.location.href, { action: "replace", shouldCacheSnapshot: false });
   await loaded;
@@ -311,10 +320,12 @@ class Channel {
       }
       this.signal();
     } else if (data.action && data.target) {
-      // In order; one caused by this tab's own htmx request waits for its response.
+      // In order. On a Turbo page, after a navigation or form submission that is running (its
+      // render would bring back what it fetched before); one caused by this tab's own htmx
+      // request after that request's response.
       const own = data.request_id && ownHtmxRequests.get(data.request_id);
       this.queue = this.queue
-        .then(() => own)
+        .then(() => (element.format === "turbo" ? turboIdle() : own))
         .then(() => (this.element || element).applyFragment(data))
         .catch((error) => console.error("instant-stream:", error));
     }
@@ -429,7 +440,8 @@ export class InstantStream extends HTMLElement {
   }
 }
 
-/** Run fn(); resolve when the htmx requests it started synchronously have been answered. */
+/** Run fn(); resolve when the htmx requests it started synchronously have been answered and
+ *  their content settled (htmx processes new elements, e.g. a new hx-trigger, at settle). */
 function htmxRequestsDuring(fn) {
   const answered = [];
   const started = (event) => {
@@ -441,7 +453,7 @@ function htmxRequestsDuring(fn) {
         if (after && after.detail && after.detail.xhr !== xhr) return;
         clearTimeout(timer);
         elt.removeEventListener("htmx:afterRequest", done);
-        resolve();
+        nextEvent(["htmx:afterSettle"], SETTLE_TIMEOUT).then(resolve);
       }
       elt.addEventListener("htmx:afterRequest", done); // on the element: it may be swapped out
     }));
