@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Sequence, Union
 
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import DatabaseError, connections, models, transaction
@@ -64,9 +64,8 @@ if TYPE_CHECKING:
         refresh: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Seen:
-    """What one declaration sees of one state of a row."""
+class Seen(NamedTuple):
+    """What one declaration sees of one state of a row (a tuple: built on every save)."""
 
     channels: tuple[str, ...]  # where the row is visible; () when nowhere
     fields: dict[str, Any] | None = None  # the declaration's view (JSON-safe), when visible
@@ -88,8 +87,9 @@ class Change:
         return (id(self.declaration), self.pk)
 
 
-@dataclass(frozen=True, slots=True)
-class Publication:
+class Publication(NamedTuple):
+    """One event for one channel."""
+
     channel: str
     event: str
     fields: dict[str, Any] | None  # None: pk only (a row that left the channel)
@@ -121,6 +121,8 @@ class Declaration:
     tracked: tuple[str, ...] = ()
     #: static channel names (no placeholder)
     static_names: frozenset[str] = field(default_factory=frozenset)
+    #: the channels when none depends on the row (all static, no router): computed once
+    static_channels: tuple[str, ...] | None = None
 
     # -- states ---------------------------------------------------------------------------------
     @property
@@ -153,9 +155,9 @@ class Declaration:
 
     def channels_of(self, instance: models.Model, event: str,
                     values: dict[str, Any]) -> tuple[str, ...]:
+        if self.static_channels is not None:
+            return self.static_channels
         if self.router is None:
-            if self.static_names and len(self.static_names) == len(self.templates):
-                return tuple(t.template for t in self.templates)
             names: Iterable[str | None] = (t.fill(values) for t in self.templates)
         else:
             names = (_checked_name(n, self.label) for n in self.router(instance, event))
@@ -463,7 +465,9 @@ def declare(
         dropped_secrets=dropped, serializer=serializer, events=chosen_events,
         condition=condition, authorize=authorize_attname or authorize, level=level,
         skip_unchanged=bool(skip_unchanged), presence=bool(presence), queryset=queryset,
-        html=html, source=source, tracked=tracked, static_names=static)
+        html=html, source=source, tracked=tracked, static_names=static,
+        static_channels=(tuple(t.template for t in templates)
+                         if router is None and all(t.is_static for t in templates) else None))
 
 
 def _check_authorize(model: type[models.Model], authorize: Any,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import lru_cache
 from typing import Any
 
 from . import conf
@@ -21,6 +22,12 @@ CREATED, UPDATED, DELETED = "created", "updated", "deleted"
 EVENTS = frozenset({CREATED, UPDATED, DELETED})
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+@lru_cache(maxsize=4096)
+def _json_string(text: str) -> str:
+    """A channel name or key as JSON (the same few names again and again: cached)."""
+    return _dumps(text)
 
 
 def custom_event(channel: str, message: Any = None, *, data: Any = None,
@@ -78,5 +85,5 @@ def encode(payload: Any) -> str:
 
 def publish_command(channel: str, encoded_payload: str, idempotency_key: str | None = None) -> str:
     """A server API ``publish`` command around an already encoded payload (no second encoding)."""
-    key = f',"idempotency_key":{_dumps(idempotency_key)}' if idempotency_key else ""
-    return f'{{"channel":{_dumps(channel)},"data":{encoded_payload}{key}}}'
+    key = f',"idempotency_key":{_json_string(idempotency_key)}' if idempotency_key else ""
+    return f'{{"channel":{_json_string(channel)},"data":{encoded_payload}{key}}}'

@@ -134,9 +134,25 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def field_view(values: dict[str, Any], attnames: Iterable[str]) -> dict[str, Any]:
-    """The JSON-safe values of ``attnames`` (deferred fields, absent from ``values``, left out)."""
-    return {name: json_safe(values[name]) for name in attnames if name in values}
+    """The JSON-safe values of ``attnames`` (deferred fields, absent from ``values``, left out).
+
+    On every save: plain values are taken as they are, the usual types converted through the
+    type table, anything else by ``json_safe``."""
+    out: dict[str, Any] = {}
+    for name in attnames:
+        if name in values:
+            value = values[name]
+            kind = type(value)
+            if kind in _PLAIN:
+                out[name] = value
+            else:
+                convert = _CONVERTERS.get(kind)
+                out[name] = convert(value) if convert is not None else json_safe(value)
+    return out
 
 
 def drf_serializer(serializer_class: type) -> Callable[[models.Model], dict[str, Any]]:

@@ -74,9 +74,10 @@ class Buffer:
         row = self.rows.get(change.key)
         if row is None:
             return change.before
-        for segment, after, _ in reversed(row.afters):
+        for segment, state, _ in reversed(row.afters):
             if segment.alive():
-                return after
+                found: Seen | None = state
+                return found
         return row.before
 
     def changes(self) -> Iterator[Change]:

@@ -124,11 +124,11 @@ UNKNOWN = {"JSONField", "HStoreField"}
 _IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 
 
-def field_type(field: models.Field) -> str:
+def field_type(field: models.Field[Any, Any]) -> str:
     """The TypeScript type of ``field``'s value in an event."""
-    if field.is_relation and getattr(field, "target_field", None) is not None and \
-            (field.many_to_one or field.one_to_one):
-        base = field_type(field.target_field).removesuffix(" | null")
+    target = getattr(field, "target_field", None)
+    if field.is_relation and target is not None and (field.many_to_one or field.one_to_one):
+        base = field_type(target).removesuffix(" | null")
     else:
         base = _base_type(field)
     if field.null and base != "unknown" and not base.endswith("| null"):
@@ -136,7 +136,7 @@ def field_type(field: models.Field) -> str:
     return base
 
 
-def _base_type(field: models.Field) -> str:
+def _base_type(field: models.Field[Any, Any]) -> str:
     inner = getattr(field, "base_field", None)  # postgres ArrayField
     if isinstance(inner, models.Field):
         item = field_type(inner)
@@ -244,7 +244,7 @@ def generate(declarations: tuple[Declaration, ...] | None = None) -> str:
     for label in sorted(by_model):
         views = by_model[label]
         model_name = pascal(label)
-        pk_field: models.Field = views[0].model._meta.pk  # type: ignore[assignment]
+        pk_field = views[0].model._meta.pk
         pk_type = field_type(pk_field).removesuffix(" | null")
         view_events = []
         for index, view in enumerate(views):
