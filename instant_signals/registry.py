@@ -217,6 +217,18 @@ class BroadcastRegistry:
                         f"({template.template!r}"
                         + (", other readers" if old.model is new.model else "") +
                         "); a per-instance channel belongs to one model and one rule")
+                if _shape(template) == _shape(mine) and _kind(old) != _kind(new):
+                    raise ImproperlyConfigured(
+                        f"{where}: {mine.template!r} already carries {_kind(old)} of "
+                        f"{old.label}; {_kind(new)} go on a channel of their own (its clients "
+                        f"would get envelopes they cannot read)")
+
+
+def _kind(declaration: Declaration) -> str:
+    """What a declaration's channels carry: JSON events, HTML fragments or refresh signals."""
+    if declaration.html is None:
+        return "JSON events"
+    return "refresh signals" if declaration.html.refresh else "HTML fragments"
 
 
 def _shape(template: ChannelTemplate) -> str:

@@ -110,6 +110,17 @@ def test_conflicting_declarations_are_refused():
     reg.unregister(Note)
 
 
+def test_json_and_html_declarations_do_not_share_a_channel():
+    reg = BroadcastRegistry()
+    reg.register(Plain, channels=["cards"], fields=["name"])
+    with pytest.raises(ImproperlyConfigured, match="already carries JSON events"):
+        reg.register(Plain, channels=["cards"], fields=["name"], refresh=True)
+    with pytest.raises(ImproperlyConfigured, match="already carries JSON events"):
+        reg.register(Note, channels=["cards"], fields=["title"], render=lambda context: "<p>")
+    reg.register(Plain, channels=["cards_refresh"], fields=["name"], refresh=True)
+    reg.unregister(Plain)
+
+
 def test_a_second_registry_publishes_with_its_own_receivers():
     """Regression: receivers called the global registry and dispatch_uid came from the label
     alone, so a second BroadcastRegistry published nothing."""
