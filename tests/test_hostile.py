@@ -363,12 +363,18 @@ def test_publish_checks_channel_and_payload_before_the_network(world, name, mess
         publish(name, message, data=data)
 
 
+@pytest.fixture
+def small_limit(settings):
+    """Set once per test function: a settings change per generated example would stack."""
+    settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "MAX_PAYLOAD_BYTES": 2048}
+    return 2048
+
+
 @hsettings(max_examples=200, **PROFILE)
 @given(size=st.integers(min_value=1, max_value=5000),
        payload=st.sampled_from(["message", "data-string", "data-list", "data-nested"]))
-def test_publish_refuses_oversized_payloads_before_the_network(world, settings, size, payload):
-    limit = 2048
-    settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "MAX_PAYLOAD_BYTES": limit}
+def test_publish_refuses_oversized_payloads_before_the_network(world, small_limit, size, payload):
+    limit = small_limit
     value = "x" * size
     kwargs = {"message": value} if payload == "message" else {"data": {
         "data-string": value, "data-list": [value], "data-nested": {"a": {"b": [value]}}}[payload]}

@@ -441,10 +441,17 @@ def write_counts():
 
 # -- tier 1: publications as they are sent ------------------------------------------------------
 
+# Settings are changed once per test function in fixtures, never per generated example: each
+# change through the ``settings`` fixture stacks an override that lives until the test ends.
+
+@pytest.fixture
+def nowhere(settings):
+    settings.CENTRIFUGO_API_URL = "http://127.0.0.1:9/api"  # nothing may be sent for real
+
+
 @hsettings(max_examples=1500, **PROFILE)
 @given(specs_=specs(), blocks=histories())
-def test_each_channel_gets_only_its_view(users, settings, specs_, blocks):
-    settings.CENTRIFUGO_API_URL = "http://127.0.0.1:9/api"  # nothing may be sent for real
+def test_each_channel_gets_only_its_view(users, nowhere, specs_, blocks):
     Doc.objects.all().delete()
     nonce = str(next(_nonces))
     published: list[dict] = []
@@ -501,11 +508,22 @@ def receive(server, nonce: str, users: list, work) -> list[dict]:
         live.close()
 
 
+@pytest.fixture
+def real_server(settings, property_centrifugo):
+    use_server(settings, property_centrifugo)
+    return property_centrifugo
+
+
+@pytest.fixture
+def durable_server(settings, real_server):
+    settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "DELIVERY": "outbox"}
+    return real_server
+
+
 @hsettings(max_examples=300, **PROFILE)
 @given(specs_=specs(), blocks=histories())
-def test_real_clients_receive_only_their_view(users, settings, property_centrifugo, specs_,
-                                              blocks):
-    use_server(settings, property_centrifugo)
+def test_real_clients_receive_only_their_view(users, real_server, specs_, blocks):
+    property_centrifugo = real_server
     Doc.objects.all().delete()
     nonce = str(next(_nonces))
     oracle = Oracle()
@@ -519,10 +537,8 @@ def test_real_clients_receive_only_their_view(users, settings, property_centrifu
 
 @hsettings(max_examples=150, **PROFILE)
 @given(specs_=specs(), blocks=histories())
-def test_durable_mode_sends_only_their_view(users, settings, property_centrifugo, specs_,
-                                            blocks):
-    use_server(settings, property_centrifugo)
-    settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "DELIVERY": "outbox"}
+def test_durable_mode_sends_only_their_view(users, durable_server, specs_, blocks):
+    property_centrifugo = durable_server
     Doc.objects.all().delete()
     OutboxEntry.objects.all().delete()
     nonce = str(next(_nonces))
