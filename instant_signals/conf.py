@@ -84,21 +84,20 @@ def ws_url() -> str:
 
 def api_key() -> str:
     """``CENTRIFUGO_API_KEY``; a clear error when it is missing (checks only warn about it)."""
-    value = getattr(settings, "CENTRIFUGO_API_KEY", None)
-    if not value:
-        raise ImproperlyConfigured(
-            "CENTRIFUGO_API_KEY is not set: run `python manage.py installws` and put the key it "
-            "prints (or writes with --write-env) in your settings or environment.")
-    return str(value)
+    return _required("CENTRIFUGO_API_KEY")
 
 
 def hmac_key() -> str:
     """``CENTRIFUGO_HMAC_KEY``; a clear error when it is missing."""
-    value = getattr(settings, "CENTRIFUGO_HMAC_KEY", None)
+    return _required("CENTRIFUGO_HMAC_KEY")
+
+
+def _required(name: str) -> str:
+    value = getattr(settings, name, None)
     if not value:
         raise ImproperlyConfigured(
-            "CENTRIFUGO_HMAC_KEY is not set: run `python manage.py installws` and put the key "
-            "it prints (or writes with --write-env) in your settings or environment.")
+            f"{name} is not set: run `python manage.py installws` and put the key it prints "
+            f"(or writes with --write-env) in your settings or environment.")
     return str(value)
 
 
