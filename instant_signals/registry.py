@@ -182,13 +182,6 @@ class BroadcastRegistry:
                 needs["presence"] |= declaration.presence
         return out
 
-    def declaration_of(self, name: str) -> Declaration | None:
-        """The declaration whose channel templates make channel ``name`` (the first one)."""
-        for declaration in self.declarations():
-            if declaration.template_of(name) is not None:
-                return declaration
-        return None
-
     def templates(self) -> Iterator[tuple[Declaration, ChannelTemplate]]:
         """Every channel template (static names included) with its declaration."""
         for declaration in self.declarations():
