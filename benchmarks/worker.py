@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import logging
 import os
 import sys
 import time
@@ -33,34 +32,12 @@ if str(HERE.parent) not in sys.path:
 
 from workloads import dump, item_values, setup_django  # noqa: E402
 
+from tests.processes import LockErrorLog, is_lock_error  # noqa: E402
+
 
 def ready() -> None:
     print("ready", flush=True)
     sys.stdin.readline()
-
-
-def is_lock_error(exc: BaseException | str | None) -> bool:
-    text = str(exc or "").lower()
-    return "database is locked" in text or "database table is locked" in text or "busy" in text
-
-
-class Counter(logging.Handler):
-    """Counts the instant_signals log records at WARNING and above, lock errors apart."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lock_errors = 0
-        self.other_errors = 0
-        self.first: str | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        exc = record.exc_info[1] if record.exc_info else None
-        text = f"{record.getMessage()} {exc!r}"
-        if is_lock_error(text):
-            self.lock_errors += 1
-        else:
-            self.other_errors += 1
-        self.first = self.first or text[:500]
 
 
 def relay_once(args: argparse.Namespace) -> dict:
@@ -81,8 +58,7 @@ def relay(args: argparse.Namespace) -> dict:
 
     from instant_signals.delivery import outbox
 
-    counter = Counter()
-    logging.getLogger("instant_signals").addHandler(counter)
+    counter = LockErrorLog()
     sent: set[int] = set()
     stats = {"batches": 0, "rows": 0, "resent_batches": 0, "resent_rows": 0}
     original = outbox.Relay._send

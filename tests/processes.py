@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -170,3 +171,30 @@ class CountingProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def is_lock_error(exc: object) -> bool:
+    """A SQLite "database is locked" / "busy" error (or its text)."""
+    text = str(exc or "").lower()
+    return "locked" in text or "busy" in text
+
+
+class LockErrorLog(logging.Handler):
+    """Counts the ``instant_signals`` log records at WARNING and above, lock errors apart; it
+    attaches itself to that logger (the relay tests and the S6b benchmark workers use it)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lock_errors = 0
+        self.other_errors = 0
+        self.first: str | None = None
+        logging.getLogger("instant_signals").addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        text = f"{record.getMessage()} {exc!r}"
+        if is_lock_error(text):
+            self.lock_errors += 1
+        else:
+            self.other_errors += 1
+        self.first = self.first or text[:500]

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import LockErrorLog, is_lock_error
+
 ROOT = Path(__file__).resolve().parent.parent
 WRITERS = 4
 TRANSACTIONS = 100  # per writer: 2 events each, plus 1 for the writer's own row
@@ -242,11 +244,6 @@ def _ready() -> None:
     sys.stdin.readline()
 
 
-def _lock_error(exc: object) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
-
-
 def child_setup() -> dict:
     from django.core.management import call_command
 
@@ -272,7 +269,7 @@ def child_writer(index: int, n: int) -> dict:
                     Note.objects.create(title=f"w{index}-new-{k}")
                 break
             except OperationalError as exc:  # counted, then retried so the run completes
-                if _lock_error(exc):
+                if is_lock_error(exc):
                     lock_errors += 1
                 else:
                     other_errors += 1
@@ -282,31 +279,6 @@ def child_writer(index: int, n: int) -> dict:
         titles.append(f"w{index}-{k}")
     return {"pk": note.pk, "titles": titles, "events": events, "committed": committed,
             "lock_errors": lock_errors, "other_errors": other_errors}
-
-
-class _Log:
-    """Counts the instant_signals warnings and errors, lock errors apart."""
-
-    def __init__(self) -> None:
-        import logging
-
-        self.lock_errors = 0
-        self.other_errors = 0
-        self.first: str | None = None
-        outer = self
-
-        class Handler(logging.Handler):
-            def emit(self, record: logging.LogRecord) -> None:
-                exc = record.exc_info[1] if record.exc_info else None
-                text = f"{record.getMessage()} {exc!r}"
-                if _lock_error(text):
-                    outer.lock_errors += 1
-                else:
-                    outer.other_errors += 1
-                outer.first = outer.first or text[:300]
-
-        self.handler = Handler(logging.WARNING)
-        logging.getLogger("instant_signals").addHandler(self.handler)
 
 
 def _record_sends(stats: dict) -> None:
@@ -334,7 +306,7 @@ def child_relay() -> dict:
 
     from django.core.management import call_command
 
-    log = _Log()
+    log = LockErrorLog()
     stats = {"batches": 0, "rows": 0, "resent_batches": 0, "resent_rows": 0}
     _record_sends(stats)
     print("ready", flush=True)
@@ -364,7 +336,7 @@ def child_locked_delete(path: str) -> dict:
                 met.set()
 
     logging.getLogger("instant_signals").addHandler(Seen(logging.WARNING))
-    log = _Log()
+    log = LockErrorLog()
     original = client.batch
 
     def batch(commands):
