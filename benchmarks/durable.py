@@ -26,6 +26,15 @@ OUTBOX = "instant_signals_outbox"
 SEED_CHANNEL = "bench:s7seed"
 
 
+
+def subscriber_of(server: Any, subs: dict[int, Any], token: str) -> Any:
+    """The subscriber on the Centrifugo an arm publishes through (one per server, reused)."""
+    from subscriber import Subscriber
+
+    if server.port not in subs:
+        subs[server.port] = Subscriber(server.ws_url, token).start()
+    return subs[server.port]
+
 def count_rows(alias: str, table: str = OUTBOX) -> int:
     from django.db import connections
 
@@ -295,9 +304,7 @@ def s7(bench: Bench) -> dict[str, Any]:
                 if slot["status"] != "ok":
                     continue
                 server = bench.consumer if kind == "consumer" else bench.server
-                if server.port not in subs:
-                    subs[server.port] = Subscriber(server.ws_url, token).start()
-                sub = subs[server.port]
+                sub = subscriber_of(server, subs, token)
                 channel = f"bench:s7-a{index}-r{r}"
                 sub.add(channel)
                 try:
@@ -395,9 +402,7 @@ def s8(bench: Bench) -> dict[str, Any]:
                 if slot["status"] != "ok":
                     continue
                 server = bench.consumer if kind == "consumer" else bench.server
-                if server.port not in subs:
-                    subs[server.port] = Subscriber(server.ws_url, token).start()
-                sub = subs[server.port]
+                sub = subscriber_of(server, subs, token)
                 channel = f"bench:s8-a{index}-r{r}"
                 sub.add(channel)
                 bench.broadcast_on(channel)
