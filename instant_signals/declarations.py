@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Sequence, Union
+from typing import Any, Callable, Iterable, NamedTuple
 
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import DatabaseError, connections, models, transaction
@@ -27,41 +27,10 @@ from . import levels, tracking
 from .channels import ChannelTemplate, attname_of, is_private, validate_channel
 from .envelope import CREATED, DELETED, EVENTS, UPDATED
 from .fragments import build_options
+from .options import Authorize, BroadcastOptions, Condition, QuerysetHook, Router, Serializer
 from .serialization import ALL_FIELDS, drf_serializer, field_view, json_safe, select_fields
 
 logger = logging.getLogger("instant_signals")
-
-Router = Callable[[models.Model, str], Iterable[str]]
-Condition = Callable[[models.Model, str], bool]
-Serializer = Callable[[models.Model], dict[str, Any]]
-Authorize = Union[str, Callable[..., bool]]
-#: ``queryset(request, **placeholders)``: the rows of one channel for the initial load.
-QuerysetHook = Callable[..., "models.QuerySet[Any]"]
-
-if TYPE_CHECKING:
-    from typing_extensions import Required, TypedDict
-
-    class BroadcastOptions(TypedDict, total=False):
-        """The options of ``@broadcast``/``register()``, for type checkers (see ``declare``)."""
-
-        channels: Required[Sequence[str] | Router]
-        fields: Sequence[str] | str
-        exclude: Sequence[str]
-        serializer: Serializer
-        serializer_class: type
-        events: Iterable[str]
-        condition: Condition
-        authorize: Authorize
-        level: str
-        skip_unchanged: bool
-        presence: bool
-        queryset: QuerysetHook
-        template: str
-        render: Callable[[dict[str, Any]], str]
-        target: str | Callable[[dict[str, Any]], str]
-        container: str | Callable[[dict[str, Any]], str]
-        insert: str
-        refresh: bool
 
 
 class Seen(NamedTuple):
@@ -343,31 +312,14 @@ def _changed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 
 # -- building a declaration -------------------------------------------------------------------
 
-def declare(
-    model: type[models.Model],
-    *,
-    channels: Sequence[str] | Router,
-    fields: Sequence[str] | str | None = None,
-    exclude: Sequence[str] | None = None,
-    serializer: Serializer | None = None,
-    serializer_class: type | None = None,
-    events: Iterable[str] = EVENTS,
-    condition: Condition | None = None,
-    authorize: Authorize | None = None,
-    level: str | None = None,
-    skip_unchanged: bool | None = None,
-    presence: bool = False,
-    queryset: QuerysetHook | None = None,
-    template: str | None = None,
-    render: Callable[[dict[str, Any]], str] | None = None,
-    target: Any = None,
-    container: Any = None,
-    insert: str | None = None,
-    refresh: bool = False,
-    source: str = "code",
-) -> Declaration:
-    """Validate options and freeze them; every mistake is an ``ImproperlyConfigured`` that says
-    what to write instead."""
+def declare(model: type[models.Model], options: BroadcastOptions, *,
+            source: str = "code") -> Declaration:
+    """Validate ``options`` and freeze them; every mistake is an ``ImproperlyConfigured`` that
+    says what to write instead."""
+    channels, fields, exclude = options.channels, options.fields, options.exclude
+    serializer, serializer_class = options.serializer, options.serializer_class
+    events, condition, authorize = options.events, options.condition, options.authorize
+    level, skip_unchanged, queryset = options.level, options.skip_unchanged, options.queryset
     label = model._meta.label_lower
     where = f"@broadcast on {label}"
 
@@ -426,8 +378,9 @@ def declare(
         raise fail("queryset must be callable (request, **placeholders) -> QuerySet")
     try:
         html = build_options(model, None if serializer is not None else attnames,
-                             template=template, render=render, target=target,
-                             container=container, insert=insert, refresh=refresh)
+                             template=options.template, render=options.render,
+                             target=options.target, container=options.container,
+                             insert=options.insert, refresh=options.refresh)
     except ValueError as exc:
         raise fail(str(exc)) from None
     if skip_unchanged is None:  # (default) an unchanged view renders the same fragment
@@ -464,7 +417,7 @@ def declare(
         model=model, label=label, templates=templates, router=router, attnames=attnames,
         dropped_secrets=dropped, serializer=serializer, events=chosen_events,
         condition=condition, authorize=authorize_attname or authorize, level=level,
-        skip_unchanged=bool(skip_unchanged), presence=bool(presence), queryset=queryset,
+        skip_unchanged=bool(skip_unchanged), presence=bool(options.presence), queryset=queryset,
         html=html, source=source, tracked=tracked, static_names=static,
         static_channels=(tuple(t.template for t in templates)
                          if router is None and all(t.is_static for t in templates) else None))

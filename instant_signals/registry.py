@@ -10,24 +10,19 @@ snapshots of previous values that ``updated`` events need.
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar, overload
+from typing import Any, Callable, Iterator, TypeVar
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from django.db.models.signals import post_delete, post_save
-from django.utils.module_loading import import_string
 
-from . import conf, tracking
+from . import conf, options, tracking
 from .channels import ChannelTemplate
 from .declarations import Change, Declaration, Seen, declare, pk_of
+from .options import BroadcastOptions, takes_options
 from .envelope import CREATED, DELETED, UPDATED
 from .receivers import Receivers, next_version
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack
-
-    from .declarations import BroadcastOptions
 
 M = TypeVar("M", bound=models.Model)
 _ids = itertools.count(1)
@@ -43,24 +38,18 @@ class BroadcastRegistry:
         self.receivers = Receivers(self.changes)
 
     # -- registration -----------------------------------------------------------------------
-    @overload
-    def register(self, model: type[M], /, **options: Unpack[BroadcastOptions]) -> type[M]: ...
-
-    @overload
-    def register(self, model: None = None, /,
-                 **options: Unpack[BroadcastOptions]) -> Callable[[type[M]], type[M]]: ...
-
-    def register(self, model: type[M] | None = None, /,
-                 **options: Unpack[BroadcastOptions]) -> Any:
-        """Register ``model`` (options: see ``declarations.declare``); without a model, return a
-        class decorator. A model may be registered several times (several declarations)."""
+    @takes_options(BroadcastOptions)
+    def register(self, model: type[M] | None = None, /, **given: Any) -> Any:
+        """Register ``model`` with the options of ``options.BroadcastOptions``; without a model,
+        return a class decorator. A model may be registered several times (several
+        declarations)."""
         if model is None:
             def decorator(cls: type[M]) -> type[M]:
-                self.register(cls, **options)
+                self.register(cls, **given)
                 return cls
 
             return decorator
-        self.add(_declare(model, dict(options)))
+        self.add(_declare(model, given))
         return model
 
     def add(self, declaration: Declaration) -> None:
@@ -118,11 +107,11 @@ class BroadcastRegistry:
                 model = apps.get_model(label)
             except (LookupError, ValueError):
                 raise ImproperlyConfigured(f"{where}: no installed model {label!r}") from None
-            for options in value if isinstance(value, (list, tuple)) else [value]:
-                if not isinstance(options, dict):
+            for entry in value if isinstance(value, (list, tuple)) else [value]:
+                if not isinstance(entry, dict):
                     raise ImproperlyConfigured(f"{where}: options must be a dict")
                 try:
-                    self.add(_declare(model, _import_callables(options), source="settings"))
+                    self.add(_declare(model, entry, source="settings"))
                 except (ImproperlyConfigured, ImportError, ValueError, TypeError) as exc:
                     raise ImproperlyConfigured(f"{where}: {exc}") from None
 
@@ -236,38 +225,19 @@ def _rule(declaration: Declaration) -> str:
     return f"level={declaration.level!r}, authorize={name!r}"
 
 
-def _declare(model: type[models.Model], options: dict[str, Any],
+def _declare(model: type[models.Model], given: dict[str, Any],
              source: str = "code") -> Declaration:
+    """Parse ``given`` (dotted paths imported when it comes from settings) and declare."""
     try:
-        return declare(model, **options, source=source)
-    except TypeError as exc:
-        if "unexpected keyword" not in str(exc) and "missing" not in str(exc):
-            raise
-        raise ImproperlyConfigured(
-            f"@broadcast on {model._meta.label_lower}: {str(exc).split('() ', 1)[-1]}; "
-            f"options: {', '.join(OPTIONS)}") from None
-
-
-OPTIONS = ("channels", "fields", "exclude", "serializer", "serializer_class", "events",
-           "condition", "authorize", "level", "skip_unchanged", "presence", "queryset",
-           "template", "render", "target", "container", "insert", "refresh")
-
-
-def _import_callables(options: dict[str, Any]) -> dict[str, Any]:
-    """Settings give callables as dotted paths ("myapp.rules.can_read_task")."""
-    options = dict(options)
-    for name in ("condition", "serializer", "serializer_class", "queryset", "render"):
-        if isinstance(options.get(name), str):
-            options[name] = import_string(options[name])
-    for name in ("channels", "authorize"):
-        if isinstance(options.get(name), str) and "." in options[name]:
-            options[name] = import_string(options[name])
-    return options
+        parsed = options.parse(given, from_settings=source == "settings")
+    except ImproperlyConfigured as exc:
+        raise ImproperlyConfigured(f"@broadcast on {model._meta.label_lower}: {exc}") from None
+    return declare(model, parsed, source=source)
 
 
 broadcast_registry = BroadcastRegistry()
 """The registry ``@broadcast`` and ``INSTANT_SIGNALS["MODELS"]`` fill."""
 broadcast = broadcast_registry.register
 """``@broadcast(channels=[...], fields=[...], ...)`` on a model class: ``broadcast_registry.register``
-used as a decorator (options: ``declarations.declare``). Returns the class unchanged."""
+used as a decorator (options: ``options.BroadcastOptions``). Returns the class unchanged."""
 

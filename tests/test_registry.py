@@ -60,7 +60,7 @@ def test_options_are_frozen(plain_registered):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"fields": ["name"]}, "missing 1 required keyword-only argument: 'channels'"),
+    ({"fields": ["name"]}, "channels is required; the options are: channels, fields"),
     ({"channels": "plain", "fields": ["name"]}, "channels must be"),
     ({"channels": [], "fields": ["name"]}, "channels must be"),
     ({"channels": ["has space"], "fields": ["name"]}, "ASCII"),
@@ -78,7 +78,7 @@ def test_options_are_frozen(plain_registered):
     ({"channels": ["p"], "fields": ["name"], "authorize": 3}, "authorize must be"),
     ({"channels": ["$p:{pk}"], "fields": ["name"], "authorize": "nope"}, "no concrete field"),
     ({"channels": ["p"], "fields": ["name"], "colour": "red"},
-     "unexpected keyword argument 'colour'.*options: channels, fields"),
+     "unknown option 'colour'; the options are: channels, fields, exclude"),
     ({"channels": ["p"], "fields": ["name"], "level": "groups"}, "level must be one of"),
     # who may read: a private static channel needs a level, a private template a rule
     ({"channels": ["$p"], "fields": ["name"]}, r'say who may read \'\$p\': level="staff"'),
@@ -146,6 +146,10 @@ def test_a_second_registry_publishes_with_its_own_receivers():
                         "condition": "no.such.function"}}, r"testapp.plain"),
     # Regression: an entry for a model already declared in code was skipped unvalidated.
     ({"testapp.note": {"channels": ["x"], "fields": ["nope"]}}, r"\['testapp.note'\].*nope"),
+    # unknown names are listed, with the valid ones (no TypeError text involved)
+    ({"testapp.plain": {"channels": ["x"], "fields": ["name"], "colour": 1, "Fields": 2}},
+     r"unknown options 'Fields', 'colour'; the options are: channels, fields, exclude, .*refresh$"),
+    ({"testapp.plain": {"fields": ["name"]}}, "channels is required"),
 ])
 def test_bad_settings_fail_at_startup_naming_the_setting(settings, models_setting, message):
     settings.INSTANT_SIGNALS = {"MODELS": models_setting}
@@ -168,6 +172,28 @@ def test_settings_with_dotted_paths_and_several_declarations(settings):
     assert reg.namespaces() == {"": {"public": True, "presence": False},  # "plain"
                                 "plain": {"public": False, "presence": False}}
     reg.unregister(Plain)
+
+
+def test_every_option_that_takes_a_callable_is_imported_from_its_dotted_path():
+    """The options type says which options settings give as dotted paths; each is imported."""
+    from instant_signals import options
+
+    given = options.parse({"channels": "tests.test_registry.route",
+                           "fields": "tests.test_registry.route",  # a value: not imported
+                           "authorize": "owner",  # no dot: a field name
+                           **{name: "tests.test_registry.route" for name in options.NAMES
+                              if options.option_of(name).dotted == "always"}},
+                          from_settings=True)
+    assert given.channels is route and given.fields == "tests.test_registry.route"
+    assert given.authorize == "owner"
+    assert {name for name in options.NAMES if getattr(given, name) is route} == {
+        "channels", "serializer", "serializer_class", "condition", "queryset", "render"}
+    in_code = options.parse({"channels": ["x"], "condition": "tests.test_registry.route"})
+    assert in_code.condition == "tests.test_registry.route"  # code gives callables themselves
+
+
+def route(*args):
+    return ["x"]
 
 
 def named_plain(user, pk):

@@ -22,6 +22,7 @@ from django.db import models
 
 from instant_signals import installer
 from instant_signals.declarations import declare
+from instant_signals.options import BroadcastOptions
 from instant_signals.management.commands.instant_types import channel_pattern, field_type, generate
 from tests.conftest import need
 from tests.testapp.models import Item, Plain, Task
@@ -259,11 +260,13 @@ def test_field_types(field, expected):
 def test_foreign_keys_serializers_and_channel_names():
     assert field_type(Task._meta.get_field("owner")) == "number | null"  # the target's pk type
     assert field_type(Item._meta.get_field("uid")) == "string"
-    serialized = declare(Plain, channels=["plain"], serializer=lambda instance: {})
+    serialized = declare(Plain, BroadcastOptions(channels=["plain"],
+                                                 serializer=lambda instance: {}))
     text = generate((serialized,))
     assert "export type TestappPlainFields = Record<string, unknown>;" in text
-    limited = declare(Plain, channels=["$plain:{code}"], fields=["name"], events=["deleted"],
-                      authorize=lambda user, **params: True)
+    limited = declare(Plain, BroadcastOptions(channels=["$plain:{code}"], fields=["name"],
+                                              events=["deleted"],
+                                              authorize=lambda user, **params: True))
     text = generate((limited,))
     assert "export type TestappPlainEvent =\n  | Deleted<" in text
     assert "Created<\"testapp" not in text
