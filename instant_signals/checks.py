@@ -98,7 +98,7 @@ def _check_app_dict() -> list[CheckMessage]:
     if unknown:
         errors.append(Error(f"INSTANT_SIGNALS has unknown keys: {', '.join(unknown)}.",
                             hint=f"Known keys: {', '.join(sorted(conf.DEFAULTS))}.",
-                            id="instant_signals.E007"))
+                            id="instant_signals.E012"))
     if value.get("DELIVERY", "on_commit") not in DELIVERY_MODES:
         errors.append(Error(f"INSTANT_SIGNALS['DELIVERY'] must be one of {DELIVERY_MODES}, "
                             f"not {value['DELIVERY']!r}.", id="instant_signals.E008"))
@@ -228,7 +228,7 @@ def check_outbox_sqlite(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
     try:
         if conf.app_setting("DELIVERY") != "outbox":
             return []
-    except Exception:  # noqa: BLE001 - a malformed INSTANT_SIGNALS is reported by E007
+    except Exception:  # noqa: BLE001 - a malformed INSTANT_SIGNALS is reported by E007/E012
         return []
     modern = django.VERSION >= (5, 1)
     messages: list[CheckMessage] = []

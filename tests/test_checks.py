@@ -29,7 +29,7 @@ def test_good_settings_pass():
     ("CENTRIFUGO_API_URL", "ftp://x/api", "instant_signals.E005"),
     ("CENTRIFUGO_WS_URL", "nope", "instant_signals.E006"),
     ("INSTANT_SIGNALS", ["x"], "instant_signals.E007"),
-    ("INSTANT_SIGNALS", {"TYPO": 1}, "instant_signals.E007"),
+    ("INSTANT_SIGNALS", {"TYPO": 1}, "instant_signals.E012"),
     ("INSTANT_SIGNALS", {"DELIVERY": "carrier-pigeon"}, "instant_signals.E008"),
     ("INSTANT_SIGNALS", {"TIMEOUT": -1}, "instant_signals.E009"),
     ("INSTANT_SIGNALS", {"TIMEOUT": (1, "x")}, "instant_signals.E009"),

@@ -404,3 +404,15 @@ def test_parts_two_and_three_run_in_a_fresh_project(tmp_path, chromium):
         for context in contexts:
             context.close()
         site.stop()
+
+
+def test_the_envelope_page_shows_versions_as_the_code_makes_them():
+    """The examples' ``version`` has the digits of ``next_version()`` (microseconds: 16 now)."""
+    from instant_signals.receivers import next_version
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "reference" / "envelope.md"
+    text = page.read_text()
+    shown = re.findall(r'"version": (\d+)', text)
+    assert shown, "the envelope page shows no version"
+    assert {len(v) for v in shown} == {len(str(next_version()))}
+    assert all(int(v) < 2**53 for v in shown)
