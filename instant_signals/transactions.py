@@ -31,6 +31,13 @@ def in_transaction(conn: BaseDatabaseWrapper) -> bool:
     return bool(conn.in_atomic_block)
 
 
+def is_lock_error(exc: object) -> bool:
+    """Whether ``exc`` (an error, or its text) is SQLite's "database is locked" / "busy": a
+    write that met another's lock, worth retrying (the relay does; the tests count them)."""
+    text = str(exc or "").lower()
+    return "locked" in text or "busy" in text
+
+
 def savepoint_state(conn: BaseDatabaseWrapper) -> tuple[str, ...]:
     """The open savepoints, ignoring ``atomic(savepoint=False)`` blocks."""
     return tuple(sid for sid in conn.savepoint_ids if sid is not None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -10,19 +9,8 @@ import pytest
 
 from instant_signals import client as http_client
 from instant_signals import installer
-from instant_signals.centrifugo_config import generate_config, write_config
-from tests.processes import CentrifugoProcess, free_port
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-def need(condition: bool, what: str) -> None:
-    """Skip locally when an optional tool is missing; in CI a missing tool is a failure."""
-    if not condition:
-        if IN_CI:
-            pytest.fail(f"{what} is required in CI but missing", pytrace=False)
-        pytest.skip(f"{what} is not available here")
+from support.environment import ARTIFACTS, IN_CI, need  # noqa: F401 - tests import them here
+from support.processes import CentrifugoProcess, start_centrifugo
 
 
 @pytest.fixture(scope="session")
@@ -32,16 +20,6 @@ def centrifugo_binary() -> Path:
     except installer.InstallError as exc:
         pytest.fail(f"no Centrifugo binary: {exc}\nRun ./scripts/test, which installs it.",
                     pytrace=False)
-
-
-def start_centrifugo(binary: Path, workdir: Path, **options) -> CentrifugoProcess:
-    """Centrifugo with the config installws would write for the test app's declarations."""
-    from instant_signals.registry import broadcast_registry
-
-    options.setdefault("namespaces", broadcast_registry.namespaces())
-    config = generate_config(port=free_port(), **options)
-    path = write_config(workdir / f"centrifugo-{config['http_server']['port']}.json", config)
-    return CentrifugoProcess(binary, path).start()
 
 
 @pytest.fixture(scope="session")
@@ -121,7 +99,7 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, r
         return
     from django.conf import settings
 
-    from tests.services import start_postgres
+    from support.services import start_postgres
 
     server = start_postgres()
     request.session.config.add_cleanup(server.cleanup)

@@ -58,7 +58,7 @@ from .. import client
 from ..declarations import Change
 from ..exceptions import CentrifugoError
 from ..models import OutboxEntry
-from ..transactions import connection, in_transaction
+from ..transactions import connection, in_transaction, is_lock_error
 from .buffer import Buffer
 from .commands import Command, commands_for
 
@@ -380,7 +380,7 @@ class Relay:
                 return
             except OperationalError as exc:
                 if conn.in_atomic_block or time.monotonic() > deadline or \
-                        not _is_lock_error(exc):
+                        not is_lock_error(exc):
                     raise
                 logger.warning("instant_signals: outbox rows delivered, their delete met a "
                                "lock (%s); retrying in %.2f s", exc, wait)
@@ -535,11 +535,6 @@ class Relay:
         log = logger.warning if failures < 5 else logger.error
         log("instant_signals: outbox partition %d not delivered (attempt %d, next in %.1f s): %s",
             partition, failures, delay, error)
-
-
-def _is_lock_error(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
 
 
 def _encode(row: Row) -> str:

@@ -18,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from instant_signals.transactions import is_lock_error
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
@@ -173,15 +175,10 @@ class CountingProxy:
         self.server.server_close()
 
 
-def is_lock_error(exc: object) -> bool:
-    """A SQLite "database is locked" / "busy" error (or its text)."""
-    text = str(exc or "").lower()
-    return "locked" in text or "busy" in text
-
-
 class LockErrorLog(logging.Handler):
-    """Counts the ``instant_signals`` log records at WARNING and above, lock errors apart; it
-    attaches itself to that logger (the relay tests and the S6b benchmark workers use it)."""
+    """Counts the ``instant_signals`` log records at WARNING and above, lock errors apart (by
+    the relay's own rule, ``transactions.is_lock_error``); it attaches itself to that logger
+    (the relay tests and the S6b benchmark workers use it)."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -198,3 +195,14 @@ class LockErrorLog(logging.Handler):
         else:
             self.other_errors += 1
         self.first = self.first or text[:500]
+
+
+def start_centrifugo(binary: str | os.PathLike, workdir: Path, **options: Any) -> CentrifugoProcess:
+    """Centrifugo with the config installws would write for the declarations registered now."""
+    from instant_signals.centrifugo_config import generate_config, write_config
+    from instant_signals.registry import broadcast_registry
+
+    options.setdefault("namespaces", broadcast_registry.namespaces())
+    config = generate_config(port=free_port(), **options)
+    path = write_config(workdir / f"centrifugo-{config['http_server']['port']}.json", config)
+    return CentrifugoProcess(binary, path).start()
