@@ -163,7 +163,7 @@ class Bench:
         from django.conf import settings
 
         settings.CENTRIFUGO_API_URL = self.api_url
-        from tests.processes import CountingProxy
+        from support.processes import CountingProxy
 
         self.proxy = CountingProxy(self.server.port)
         self.peer_versions = self.check_peer()
@@ -171,7 +171,7 @@ class Bench:
     def centrifugo(self, name: str, **options: Any) -> Any:
         """A Centrifugo on a free port with the ``bench`` namespace (history on)."""
         from instant_signals.centrifugo_config import generate_config, write_config
-        from tests.processes import CentrifugoProcess, free_port
+        from support.processes import CentrifugoProcess, free_port
 
         config = generate_config(port=free_port(), namespaces={"bench": {"public": True}},
                                  history_size=10, **options)
@@ -185,9 +185,9 @@ class Bench:
 
     def start_postgres(self) -> None:
         try:
-            from tests.services import PostgresServer, postgres_bindir
+            from support.services import PostgresServer, postgres_bindir
         except ImportError as exc:
-            self.pg_problem = f"tests.services cannot be imported: {exc}"
+            self.pg_problem = f"support.services cannot be imported: {exc}"
             return
         bindir = postgres_bindir()
         if bindir is None:

@@ -71,7 +71,7 @@ def start_centrifugo(workdir: Path):
 
     from instant_signals import client, installer
     from instant_signals.centrifugo_config import generate_config, write_config
-    from tests.processes import CentrifugoProcess, free_port
+    from support.processes import CentrifugoProcess, free_port
 
     config = generate_config(port=free_port(), namespaces={"": {"public": True}})
     path = write_config(workdir / "centrifugo.json", config)
@@ -154,7 +154,7 @@ def main() -> int:
     server = start_centrifugo(workdir)
     from instant_signals.reporting import stats
     from instant_signals.tokens import connection_token
-    from tests.live import LiveClient
+    from support.live import LiveClient
 
     reader = LiveClient(server.ws_url, token=connection_token(None))
     try:

@@ -32,7 +32,7 @@ if str(HERE.parent) not in sys.path:
 
 from workloads import dump, item_values, setup_django  # noqa: E402
 
-from tests.processes import LockErrorLog, is_lock_error  # noqa: E402
+from support.processes import LockErrorLog, is_lock_error  # noqa: E402
 
 
 def ready() -> None:

@@ -28,7 +28,8 @@ from django.contrib import admin
 from django.http import FileResponse, Http404, HttpResponse
 from django.urls import include, path
 
-from tests.processes import CentrifugoProcess, free_port, stop_process
+from support.environment import need
+from support.processes import CentrifugoProcess, free_port, start_centrifugo, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 STATIC = REPO / "instant_signals" / "static"
@@ -79,7 +80,7 @@ from tests.settings import *  # noqa: F401,F403
 
 DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {db!r},
                            "OPTIONS": {{"timeout": 30}}}}}}
-ROOT_URLCONF = "tests.browser_pages"
+ROOT_URLCONF = "support.browser_pages"
 CENTRIFUGO_API_URL = {api_url!r}
 CENTRIFUGO_WS_URL = {ws_url!r}
 CENTRIFUGO_API_KEY = {api_key!r}
@@ -203,7 +204,6 @@ def start_site(binary: Path, workdir: Path, *, namespaces: dict[str, Any] | None
                **centrifugo_options: Any) -> tuple[SiteServer, CentrifugoProcess]:
     """A Centrifugo (config as installws writes it, the page's origin allowed) and the site."""
     from instant_signals.registry import broadcast_registry
-    from tests.conftest import start_centrifugo
 
     port = free_port()
     centrifugo = start_centrifugo(
@@ -221,8 +221,6 @@ def start_site(binary: Path, workdir: Path, *, namespaces: dict[str, Any] | None
 
 @pytest.fixture(scope="module")
 def chromium():
-    from tests.conftest import need
-
     need(Path(CHROMIUM).exists(), "Chromium (/usr/bin/chromium)")
     from playwright.sync_api import sync_playwright
 

@@ -1,7 +1,7 @@
 """Throwaway PostgreSQL and Redis servers on free loopback ports, for the reliability tests.
 
 Each server lives in a temporary directory and is stopped by its fixture. Import the fixtures
-into a test module (``from tests.services import redis_server``); the conftest starts PostgreSQL
+into a test module (``from support.services import redis_server``); the conftest starts PostgreSQL
 for the tests that use the "pg" database (``start_postgres``).
 PostgreSQL refuses to run as root, so as root the cluster runs as the ``postgres`` user
 (Debian's package creates it) in a directory chowned to it.
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import free_port, stop_process
-from tests.conftest import need
+from support.environment import need
+from support.processes import free_port, stop_process
 
 
 def postgres_bindir() -> Path | None:

@@ -51,7 +51,7 @@ def centrifugo(centrifugo_server, settings):
 @pytest.fixture
 def live_client(centrifugo):
     """Factory of connected centrifuge-python clients, closed at the end of the test."""
-    from tests.live import LiveClient
+    from support.live import LiveClient
 
     made = []
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need
-from tests.services import postgres_bindir
+from support.services import postgres_bindir
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ from instant_signals import broadcast_failed
 from instant_signals import client as http_client
 from instant_signals.reporting import stats
 from instant_signals.tokens import connection_token, subscription_token
-from tests.processes import CountingProxy
+from support.processes import CountingProxy
 from tests.testapp.models import Note, Task
 
 pytestmark = pytest.mark.django_db(transaction=True)

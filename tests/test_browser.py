@@ -6,7 +6,7 @@ Centrifugo and runserver on free loopback ports, with its database and config in
 folder. Rows are changed from the server side with ``manage.py shell``; the pages must follow.
 A screenshot of the live page (with its online list) is saved in ``test-artifacts/``.
 
-Then the module's access rules against the test project (``tests/browser_pages.py``), with
+Then the module's access rules against the test project (``support/browser_pages.py``), with
 token lifetimes of a few seconds and the JSON login switched off (the site's own session):
 a channel refused once is granted after the next token refresh when access came, a channel
 taken away by the server (owner changed) ends, and a logout in another tab ends this tab's
@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser_pages import chromium, start_site  # noqa: F401,F811
-from tests.browser_pages import open_page as open_test_page
-from tests.browser_pages import wait_until as run_until
+from support.browser_pages import chromium, start_site  # noqa: F401,F811
+from support.browser_pages import open_page as open_test_page
+from support.browser_pages import wait_until as run_until
 from tests.conftest import ARTIFACTS, need
-from tests.processes import free_port
+from support.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"

@@ -11,7 +11,7 @@ import pytest
 
 from instant_signals import client
 from instant_signals.exceptions import CentrifugoError
-from tests.processes import CountingProxy
+from support.processes import CountingProxy
 
 
 def test_publish_broadcast_and_batch_replies(centrifugo):

@@ -23,7 +23,7 @@ from instant_signals import client as http_client
 from instant_signals.reporting import stats
 from instant_signals.tokens import connection_token
 from tests.conftest import start_centrifugo, use_server
-from tests.live import LiveClient
+from support.live import LiveClient
 from tests.testapp.models import Note, Plain
 
 pytestmark = pytest.mark.django_db(transaction=True)

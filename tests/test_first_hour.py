@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ARTIFACTS, need
-from tests.processes import free_port
+from support.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"

@@ -40,7 +40,7 @@ from instant_signals.registry import broadcast_registry
 from instant_signals.testing import capture_broadcasts
 from instant_signals.tokens import connection_token
 from tests.conftest import ARTIFACTS, need
-from tests.processes import CentrifugoProcess, free_port, stop_process
+from support.processes import CentrifugoProcess, free_port, stop_process
 from tests.testapp.models import Plain
 
 REPO = Path(__file__).resolve().parent.parent

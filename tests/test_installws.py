@@ -22,7 +22,7 @@ import pytest
 from instant_signals import client as http_client
 from instant_signals import tokens
 from instant_signals.publishing import publish
-from tests.processes import CentrifugoProcess, free_port
+from support.processes import CentrifugoProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -139,7 +139,7 @@ def test_fresh_project_gets_a_checked_config_and_settings_that_work(
     for name, value in printed.items():
         setattr(settings, name, value)
     http_client.close_session()
-    from tests.live import LiveClient
+    from support.live import LiveClient
 
     with CentrifugoProcess(centrifugo_binary, config_path):
         live = LiveClient(printed["CENTRIFUGO_WS_URL"], token=tokens.connection_token(None))

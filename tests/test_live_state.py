@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.browser_pages import chromium, open_page, start_site, wait_until  # noqa: F401,F811
+from support.browser_pages import chromium, open_page, start_site, wait_until  # noqa: F401,F811
 from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.slow

@@ -17,11 +17,11 @@ from instant_signals import publish
 from instant_signals.models import Channel
 from instant_signals.centrifugo_config import generate_config, write_config
 from instant_signals.registry import broadcast_registry
-from tests.processes import CentrifugoProcess, free_port
+from support.processes import CentrifugoProcess, free_port
 from instant_signals.tokens import connection_token, subscription_token
 from tests.conftest import need, use_server, which
-from tests.live import LiveClient
-from tests.services import RedisServer
+from support.live import LiveClient
+from support.services import RedisServer
 from tests.testapp.models import Task
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -32,9 +32,9 @@ from instant_signals.models import OutboxEntry
 from instant_signals.reporting import stats
 from instant_signals.tokens import connection_token, subscription_token
 from tests.conftest import ARTIFACTS, use_server
-from tests.live import LiveClient
-from tests.processes import CentrifugoProcess, free_port
-from tests.services import redis_server  # noqa: F401 - fixture
+from support.live import LiveClient
+from support.processes import CentrifugoProcess, free_port
+from support.services import redis_server  # noqa: F401 - fixture
 from tests.testapp.models import Note, Task
 
 PG = "pg"  # the PostgreSQL alias of tests/settings.py

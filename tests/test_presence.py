@@ -25,9 +25,9 @@ from centrifuge.exceptions import ReplyError
 from instant_signals import presence
 from instant_signals.registry import broadcast_registry
 from instant_signals.tokens import connection_token, subscription_token
-from tests.browser_pages import chromium, open_page, start_site, wait_until  # noqa: F401,F811
+from support.browser_pages import chromium, open_page, start_site, wait_until  # noqa: F401,F811
 from tests.conftest import ARTIFACTS, start_centrifugo, use_server
-from tests.live import LiveClient
+from support.live import LiveClient
 from tests.testapp.models import Plain
 
 pytestmark = pytest.mark.slow

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import LockErrorLog, is_lock_error
+from support.processes import LockErrorLog, is_lock_error
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITERS = 4

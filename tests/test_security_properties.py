@@ -42,7 +42,7 @@ from instant_signals.delivery.outbox import Relay
 from instant_signals.models import OutboxEntry
 from instant_signals.tokens import connection_token, subscription_token
 from tests.conftest import ARTIFACTS, start_centrifugo, use_server
-from tests.live import LiveClient
+from support.live import LiveClient
 from tests.testapp.models import Doc
 
 pytestmark = pytest.mark.django_db(transaction=True)

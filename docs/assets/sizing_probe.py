@@ -30,7 +30,7 @@ from centrifuge import Client, SubscriptionEventHandler  # noqa: E402
 
 from instant_signals import installer  # noqa: E402
 from instant_signals.centrifugo_config import generate_config, write_config  # noqa: E402
-from tests.processes import CentrifugoProcess, free_port  # noqa: E402
+from support.processes import CentrifugoProcess, free_port  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
