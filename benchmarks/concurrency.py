@@ -18,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from harness import (
-    Bench, Unavailable, arm_result, cent5, describe, failed_arm, log, percentile, rotated,
+from common import (
+    Unavailable, arm_result, cent5, describe, failed_arm, log, percentile, rotated, summary,
 )
 from workloads import dump
+
+if TYPE_CHECKING:
+    from bench import Bench
 
 WARM = "bench:warm"  # warm-up publications go here, so the measured channels count exactly
 SITE = "Bench site"
@@ -185,7 +188,6 @@ def run_rate_arms(bench: Bench, tag: str, arms: dict[str, tuple[Callable[[str], 
 
 
 def summarize(values: list[float]) -> dict[str, Any]:
-    from harness import summary
 
     return summary(values)
 

@@ -14,13 +14,16 @@ import gc
 import os
 import signal
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from harness import (
-    REQUIRED_SQLITE, Bench, arm_result, describe, failed_arm, latency_arm, log, percentile, rotated,
+from common import (
+    REQUIRED_SQLITE, arm_result, describe, failed_arm, latency_arm, log, percentile, rotated,
     summary,
 )
 from workloads import clear_items, clear_table, item_values, save_items
+
+if TYPE_CHECKING:
+    from bench import Bench
 
 OUTBOX = "instant_signals_outbox"
 SEED_CHANNEL = "bench:s7seed"

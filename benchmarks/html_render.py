@@ -30,12 +30,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))  # benchproject
 
-CARD = """<li id="{{ dom_id }}" class="card{% if plain.code > 5 %} hot{% endif %}">
-  <span class="title">{{ plain.name }}</span> · <span class="votes">{{ plain.code }}</span>
-  vote{{ plain.code|pluralize }}
+CARD = """<li id="{{ dom_id }}" class="card{% if card.code > 5 %} hot{% endif %}">
+  <span class="title">{{ card.name }}</span> · <span class="votes">{{ card.code }}</span>
+  vote{{ card.code|pluralize }}
   <form method="post" action="/cards/{{ pk }}/vote/"><button class="vote">+1</button></form>
 </li>"""
 JSON_CHANNEL, HTML_CHANNEL = "bench_json", "bench_html"
@@ -50,7 +52,7 @@ def setup(db_path: str) -> None:
         SECRET_KEY="bench", USE_TZ=True, DEBUG=False,
         INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes",
                         "django.contrib.sessions", "django.contrib.messages",
-                        "django.contrib.admin", "instant_signals", "tests.testapp"],
+                        "django.contrib.admin", "instant_signals", "benchproject.benchapp"],
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": db_path}},
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
         TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates",
@@ -87,13 +89,13 @@ def start_centrifugo(workdir: Path):
 
 def declare(kind: str) -> None:
     from instant_signals.registry import broadcast_registry
-    from tests.testapp.models import Plain
+    from benchproject.benchapp.models import Card
 
-    broadcast_registry.unregister(Plain)
+    broadcast_registry.unregister(Card)
     if kind == "json":
-        broadcast_registry.register(Plain, channels=[JSON_CHANNEL], fields=FIELDS)
+        broadcast_registry.register(Card, channels=[JSON_CHANNEL], fields=FIELDS)
     else:
-        broadcast_registry.register(Plain, channels=[HTML_CHANNEL], fields=FIELDS,
+        broadcast_registry.register(Card, channels=[HTML_CHANNEL], fields=FIELDS,
                                     template="bench/_card.html")
 
 
@@ -102,16 +104,16 @@ def one_batch(kind: str, saves: int) -> float:
     from django.db import transaction
 
     from instant_signals import disable_broadcasts
-    from tests.testapp.models import Plain
+    from benchproject.benchapp.models import Card
 
     declare(kind)
     start = time.perf_counter()
     with transaction.atomic():
         for i in range(saves):
-            Plain.objects.create(name=f"Card <{i}> & co", code=i % 10)
+            Card.objects.create(name=f"Card <{i}> & co", code=i % 10)
     elapsed = time.perf_counter() - start
     with disable_broadcasts():  # clean up, untimed and unpublished
-        Plain.objects.all().delete()
+        Card.objects.all().delete()
     return elapsed
 
 
@@ -122,13 +124,13 @@ def build_only(kind: str, saves: int) -> tuple[float, int]:
     from instant_signals.delivery.commands import commands_for
     from instant_signals.envelope import CREATED
     from instant_signals.registry import broadcast_registry
-    from tests.testapp.models import Plain
+    from benchproject.benchapp.models import Card
 
     declare(kind)
-    declaration = broadcast_registry.declarations(Plain)[0]
+    declaration = broadcast_registry.declarations(Card)[0]
     changes = []
     for i in range(saves):
-        row = Plain(pk=i + 1, name=f"Card <{i}> & co", code=i % 10)
+        row = Card(pk=i + 1, name=f"Card <{i}> & co", code=i % 10)
         changes.append(Change(declaration, i + 1, None, declaration.seen(row, CREATED), i))
     start = time.perf_counter()
     commands = list(commands_for(changes))

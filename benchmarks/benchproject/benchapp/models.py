@@ -1,4 +1,5 @@
-"""The benchmark models: ten concrete fields of the usual kinds (no migrations: syncdb).
+"""The benchmark models: ten concrete fields of the usual kinds (no migrations: syncdb), and
+``Card`` (a name and a number: ``html_render.py``'s fragments).
 
 ``TrackedItem`` is the same model with django-model-utils' ``FieldTracker`` attached (scenario
 4 measures what the tracker alone costs); it exists only where django-model-utils is installed.
@@ -23,6 +24,17 @@ class Item(models.Model):
     day = models.DateField()
     ratio = models.FloatField()
     ref = models.UUIDField()
+
+    class Meta:
+        app_label = "benchapp"
+
+
+class Card(models.Model):
+    """A card on a board: ``html_render.py`` publishes it as JSON and as an HTML fragment."""
+
+    name = models.CharField(max_length=50)
+    code = models.IntegerField(default=0)
+    secret = models.CharField(max_length=50, blank=True)
 
     class Meta:
         app_label = "benchapp"
