@@ -15,6 +15,8 @@ from . import client, reporting
 from .models import Channel
 from .registry import broadcast_registry
 
+__all__ = ["can_read", "disconnect_user", "readable_channels"]
+
 logger = logging.getLogger("instant_signals")
 
 ACCESS_CHANGED = 3014

@@ -17,6 +17,8 @@ from .envelope import CREATED, UPDATED
 from .receivers import broadcasting_enabled
 from .registry import BroadcastRegistry, broadcast_registry
 
+__all__ = ["BroadcastManager", "BroadcastQuerySet", "broadcast_instances"]
+
 M = TypeVar("M", bound=models.Model)
 
 # Django's bulk_update() runs update() on this queryset class: that update is part of the bulk

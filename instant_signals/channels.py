@@ -10,6 +10,8 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
+__all__ = ["ChannelTemplate", "validate_channel"]
+
 logger = logging.getLogger("instant_signals")
 
 PRIVATE_PREFIX = "$"

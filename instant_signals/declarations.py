@@ -30,6 +30,8 @@ from .fragments import build_options
 from .options import Authorize, BroadcastOptions, Condition, QuerysetHook, Router, Serializer
 from .serialization import ALL_FIELDS, drf_serializer, field_view, json_safe, select_fields
 
+__all__ = ["Declaration", "declare"]
+
 logger = logging.getLogger("instant_signals")
 
 

@@ -12,6 +12,8 @@ from django.utils.translation import gettext_lazy as _
 from . import levels
 from .channels import is_private, validate_channel
 
+__all__ = ["Channel", "ChannelQuerySet", "OutboxEntry"]
+
 
 class ChannelQuerySet(models.QuerySet["Channel"]):
     """``Channel.objects``: the channels a user may read."""

@@ -21,6 +21,8 @@ from django.utils.module_loading import import_string
 
 from .envelope import EVENTS
 
+__all__ = ["BroadcastOptions"]
+
 P = ParamSpec("P")
 M = TypeVar("M", bound=models.Model)
 

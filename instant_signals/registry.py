@@ -119,7 +119,7 @@ class BroadcastRegistry:
     def changes(self, instance: models.Model, event: str,
                 previous: dict[str, Any] | None = None) -> list[Change]:
         """What every declaration of the instance's model makes of ``event``. ``previous``: the
-        row's values before (default: its snapshot)."""
+        row's values before (default: its snapshot). Internal: the receivers call it."""
         declarations = self._declarations.get(type(instance), ())
         if not declarations:
             return []

@@ -16,6 +16,8 @@ from django.dispatch import Signal
 from .channels import namespace_of
 from .exceptions import UNKNOWN_CHANNEL
 
+__all__ = ["Stats", "broadcast_failed", "stats"]
+
 logger = logging.getLogger("instant_signals")
 
 broadcast_failed = Signal()

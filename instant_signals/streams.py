@@ -10,6 +10,8 @@ from asgiref.sync import sync_to_async
 from . import client
 from .channels import validate_channel
 
+__all__ = ["apresence", "presence", "stream_position"]
+
 
 def stream_position(channel: str) -> dict[str, Any]:
     """``{"offset": int, "epoch": str}``: the channel's latest publication (history, limit 0).

@@ -11,6 +11,8 @@ from django.test import TestCase
 from . import reporting
 from .delivery.buffer import Buffer
 
+__all__ = ["capture_broadcasts"]
+
 
 @contextmanager
 def capture_broadcasts(using: str = DEFAULT_DB_ALIAS) -> Iterator[list[dict[str, Any]]]:

@@ -15,6 +15,8 @@ from django.utils.module_loading import import_string
 
 from . import conf
 
+__all__ = ["connection_token", "display_name", "subscription_token", "user_info"]
+
 
 def user_sub(user: Any) -> str:
     """Centrifugo's user id for ``user``: its pk as a string, "" for anonymous visitors."""

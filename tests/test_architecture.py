@@ -1,5 +1,6 @@
-"""The package's shape: layers that import one way, every module importable alone, no module
-reaching into another's private names, and a README map that names every module."""
+"""The package's shape: the layers of README.md's architecture table, each module importing
+only from its own layer or below; every module importable alone; no module reaching into
+another's private names; and no import cycle anywhere in the repository."""
 
 from __future__ import annotations
 
@@ -109,24 +110,175 @@ def test_no_module_reaches_into_another_modules_private_names():
     assert offenders == []
 
 
-def test_readme_map_names_every_module():
-    text = (REPO / "README.md").read_text()
-    found = re.search(r"<!-- architecture -->(.*?)<!-- /architecture -->", text, re.S)
-    assert found, "README.md has no architecture map"
-    listed = set(re.findall(r"`([a-z_/]+)\.py`", found.group(1)))
-    wanted = {str(path.relative_to(PACKAGE).with_suffix("")) for path in modules().values()}
-    wanted -= {"management/commands/__init__", "management/__init__", "templatetags/__init__"}
-    assert sorted(wanted - listed) == [], "modules missing from the README map"
-    assert sorted(listed - wanted) == [], "the README map names modules that do not exist"
+README = REPO / "README.md"
+MAP_START, MAP_END = "<!-- --8<-- [start:architecture] -->", "<!-- --8<-- [end:architecture] -->"
 
 
-@pytest.mark.parametrize("module", ["conf", "exceptions", "channels", "levels", "envelope",
-                                    "serialization", "transactions", "tracking", "client"])
-def test_lower_layers_import_nothing_above_them(module):
-    """Settings, errors, names, the envelope, serialization, the transaction internals,
-    snapshots and the HTTP client import only each other (downwards)."""
-    below = {"conf", "exceptions", "channels", "levels", "envelope", "serialization",
-             "transactions", "tracking", "client"}
-    deps = {d.split(".")[1] for d in imports_of(f"instant_signals.{module}",
-                                                PACKAGE / f"{module}.py")}
-    assert deps <= below, deps - below
+def layer_map() -> list[tuple[str, list[str]]]:
+    """README's architecture table, bottom layer first: (layer, entries), an entry being a
+    module path (``delivery/buffer.py``) or a folder (``delivery/``) inside the package."""
+    text = README.read_text()
+    assert MAP_START in text and MAP_END in text, "README.md lost its architecture markers"
+    block = text.split(MAP_START, 1)[1].split(MAP_END, 1)[0]
+    rows = []
+    for line in block.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 2 or cells[0] in ("layer", "---") or not line.startswith("|"):
+            continue
+        rows.append((cells[0], re.findall(r"`([a-z_/]+(?:\.py|/))`", cells[1])))
+    return rows[::-1]
+
+
+def is_empty_package(path: Path) -> bool:
+    """``management/__init__.py`` and the like: no code, nothing to place."""
+    return path.name == "__init__.py" and not ast.parse(path.read_text()).body
+
+
+def layer_of() -> dict[str, tuple[int, str]]:
+    """Every module's (rank, layer) by the table: the most specific entry wins."""
+    rows = layer_map()
+    out: dict[str, tuple[int, str]] = {}
+    problems = []
+    for name, path in modules().items():
+        if is_empty_package(path):
+            continue
+        relative = str(path.relative_to(PACKAGE))
+        matches = []
+        for rank, (layer, entries) in enumerate(rows):
+            for entry in entries:
+                if entry == relative or entry.endswith("/") and relative.startswith(entry):
+                    matches.append((len(entry), entry.endswith(".py"), rank, layer, entry))
+        if not matches:
+            problems.append(f"{relative} is in no layer: add `{relative}` to the row of "
+                            f"README.md's architecture table whose layer it belongs to")
+            continue
+        matches.sort(reverse=True)
+        best = matches[0]
+        tied = [m for m in matches if m[:2] == best[:2] and m[2] != best[2]]
+        if tied:
+            problems.append(f"{relative} is in two layers: {best[3]} ({best[4]}) and "
+                            f"{tied[0][3]} ({tied[0][4]})")
+        out[name] = (best[2], best[3])
+    assert problems == [], "\n".join(problems)
+    return out
+
+
+def test_the_readme_map_places_every_module_once_and_names_only_modules():
+    layers = layer_of()
+    assert layers, "no module placed"
+    existing = {str(p.relative_to(PACKAGE)) for p in modules().values()}
+    for layer, entries in layer_map():
+        for entry in entries:
+            if entry.endswith("/"):
+                assert any(e.startswith(entry) for e in existing), f"{entry}: no such folder"
+            else:
+                assert entry in existing, f"{layer}: {entry} does not exist"
+
+
+def test_every_module_imports_only_from_its_layer_or_below():
+    layers = layer_of()
+    upward = []
+    for name, path in modules().items():
+        if name not in layers:
+            continue
+        rank, layer = layers[name]
+        for dep in sorted(imports_of(name, path)):
+            if dep in layers and layers[dep][0] > rank:
+                upward.append(f"{name} ({layer}) imports {dep} ({layers[dep][1]}), a layer above")
+    assert upward == []
+
+
+def test_a_module_missing_from_the_map_is_named_with_where_to_add_it(monkeypatch, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(README.read_text().replace("`options.py` (", "options (", 1))
+    monkeypatch.setattr(sys.modules[__name__], "README", readme)
+    with pytest.raises(AssertionError, match=r"options\.py is in no layer: add `options\.py` "
+                                             r"to the row of README.md's architecture table"):
+        layer_of()
+
+
+def test_an_upward_import_fails_naming_both_layers(monkeypatch, tmp_path):
+    """The check can fail: with ``conf.py`` moved to the top row, ``client`` (transport)
+    importing it is an upward import."""
+    text = README.read_text().replace("`conf.py` (settings), ", "", 1)
+    text = text.replace("| entry points | ", "| entry points | `conf.py`, ", 1)
+    readme = tmp_path / "README.md"
+    readme.write_text(text)
+    monkeypatch.setattr(sys.modules[__name__], "README", readme)
+    with pytest.raises(AssertionError, match=r"instant_signals\.client \(transport\) imports "
+                                             r"instant_signals\.conf \(entry points\)"):
+        test_every_module_imports_only_from_its_layer_or_below()
+
+
+def test_the_architecture_page_shows_the_readme_map():
+    """The docs page includes the README's block (one source), and has no layer table of its
+    own."""
+    page = (REPO / "docs" / "explanation" / "architecture.md").read_text()
+    assert '--8<-- "README.md:architecture"' in page
+    assert "| Layer |" not in page and "| layer |" not in page
+
+
+def sibling_imports(directory: Path) -> dict[str, set[str]]:
+    """The import graph of a directory of scripts that import each other by bare name
+    (``benchmarks/``: ``import durable``) or by dotted name from the repository root."""
+    names = {p.stem: p for p in directory.glob("*.py")}
+    dotted = f"{directory.name}."
+    graph: dict[str, set[str]] = {}
+    for stem, path in names.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for target in targets:
+                target = target.removeprefix(dotted)
+                if target in names and target != stem:
+                    deps.add(target)
+        graph[stem] = deps
+    return graph
+
+
+def first_cycle(graph: dict[str, set[str]]) -> list[str]:
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> list[str]:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return trail[trail.index(nxt):] + [nxt]
+            if state.get(nxt) is None:
+                found = visit(nxt, trail + [nxt])
+                if found:
+                    return found
+        state[node] = 2
+        return []
+
+    for name in sorted(graph):
+        if state.get(name) is None:
+            found = visit(name, [name])
+            if found:
+                return found
+    return []
+
+
+@pytest.mark.parametrize("directory", ["benchmarks", "tests", "support"])
+def test_no_import_cycle_in_the_repository(directory):
+    """The benchmark scripts, the tests and their shared support import without a cycle (the
+    scenario modules import ``common``, never ``harness``; ``need`` lives in support, not in
+    the conftest that imports the services)."""
+    assert first_cycle(sibling_imports(REPO / directory)) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert first_cycle({"harness": {"durable"}, "durable": {"harness"}}) == [
+        "durable", "harness", "durable"]
+
+
+def test_support_is_not_shipped():
+    """The shared test support is importable from the repository, not part of the wheel."""
+    find = (REPO / "pyproject.toml").read_text().split("[tool.setuptools.packages.find]", 1)[1]
+    assert find.split("\n[", 1)[0].strip() == 'include = ["instant_signals*"]'
+    assert "prune support" in (REPO / "MANIFEST.in").read_text().splitlines()

@@ -416,3 +416,35 @@ def test_the_envelope_page_shows_versions_as_the_code_makes_them():
     assert shown, "the envelope page shows no version"
     assert {len(v) for v in shown} == {len(str(next_version()))}
     assert all(int(v) < 2**53 for v in shown)
+
+
+def test_the_reference_documents_only_the_stated_public_api():
+    """Every ``::: module.name`` of docs/reference is public: re-exported by ``instant_signals``
+    or in its module's ``__all__``; internals the package's own layers call are not shown."""
+    import importlib
+
+    import instant_signals
+
+    reference = REPO / "docs" / "reference"
+    text = "\n".join(page.read_text() for page in sorted(reference.glob("*.md")))
+    documented = re.findall(r"^::: (instant_signals(?:\.\w+)*)$", text, re.M)
+    assert documented
+    not_public = []
+    for target in documented:
+        module_name, _, name = target.rpartition(".")
+        try:
+            module = importlib.import_module(target)
+            continue  # a module: its docstring
+        except ImportError:
+            module = importlib.import_module(module_name)
+        stated = set(getattr(module, "__all__", ()))
+        if name not in stated and name not in instant_signals.__all__:
+            not_public.append(target)
+    assert not_public == [], "documented but not in __all__"
+    page = (reference / "python-api.md").read_text()
+    members = set(re.findall(r"^        - (\w+)$", page, re.M))
+    for internal in ("changes", "seen", "seen_before", "publications", "revocations",
+                     "channels_of"):
+        assert internal not in members, f"{internal} is internal"
+    assert "::: instant_signals.declarations.Seen" not in page
+    assert "::: instant_signals.declarations.Change" not in page

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 VENDOR = "instant_signals/static/instant_signals/vendor/centrifuge"
 INSTANT_JS = "instant_signals/static/instant_signals/instant.js"
 RUNTIME_DEPENDENCIES = {"Django>=4.2", "PyJWT>=2.6", "urllib3>=2.0", "asgiref>=3.6"}
-NOT_IN_SDIST = ("tests/", "benchmarks/", "demo_project/", "scripts/", "node_modules/")
+NOT_IN_SDIST = ("tests/", "support/", "benchmarks/", "demo_project/", "scripts/", "node_modules/")
 
 
 def run(command, *, ok=True, timeout=600, **kwargs) -> subprocess.CompletedProcess:

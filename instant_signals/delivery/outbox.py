@@ -62,6 +62,8 @@ from ..transactions import connection, in_transaction, is_lock_error
 from .buffer import Buffer
 from .commands import Command, commands_for
 
+__all__ = ["Relay", "RelayResult", "partition_for", "relay"]
+
 logger = logging.getLogger("instant_signals")
 
 # Whole-request errors that mean "this request cannot be decoded", not "Centrifugo is unwell":
