@@ -11,8 +11,11 @@ spread (min..max). Correctness is checked on the server: each arm publishes into
 ``bench`` namespace, which has history on, and the stream's top offset tells how many
 publications Centrifugo accepted ("Delivered" = accepted / expected, every round).
 
-Scenarios 1-5 (default mode) are here; 6-8 and 6b (durable mode) in ``durable.py``; 9 and 10
-(threads, processes, async) in ``concurrency.py``; 11 (a hung Centrifugo) in ``durable.py``.
+This file parses the arguments, runs the chosen scenarios (``RUNNERS``) and writes the results.
+Scenarios 1-5 (default mode) are methods of the session, ``bench.Bench``; 6-8 and 6b (durable
+mode) and 11 (a hung Centrifugo) are in ``durable.py``; 9 and 10 (threads, processes, async) in
+``concurrency.py``. What they share is ``common.py``; the targets and the table ``report.py``.
+Imports go one way: harness -> bench, durable, concurrency, report -> common, workloads.
 """
 
 from __future__ import annotations
