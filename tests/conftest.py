@@ -34,12 +34,15 @@ def centrifugo_binary() -> Path:
                     pytrace=False)
 
 
-def start_centrifugo(binary: Path, workdir: Path, **options) -> CentrifugoProcess:
-    """Centrifugo with the config installws would write for the test app's declarations."""
+def start_centrifugo(binary: Path, workdir: Path, *, client: dict | None = None,
+                     **options) -> CentrifugoProcess:
+    """Centrifugo with the config installws would write for the test app's declarations;
+    ``client`` adds keys to its ``client`` section (e.g. ``recovery_max_publication_limit``)."""
     from instant_signals.registry import broadcast_registry
 
     options.setdefault("namespaces", broadcast_registry.namespaces())
     config = generate_config(port=free_port(), **options)
+    config["client"].update(client or {})
     path = write_config(workdir / f"centrifugo-{config['http_server']['port']}.json", config)
     return CentrifugoProcess(binary, path).start()
 
