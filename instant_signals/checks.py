@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import DatabaseError
+from django.urls import NoReverseMatch, reverse
 
 from . import conf, levels
 from .channels import is_private
@@ -158,7 +159,7 @@ def _check_centrifugo_config() -> list[CheckMessage]:
     namespaces = {n.get("name"): n for n in (channel or {}).get("namespaces", [])
                   if isinstance(n, dict)}
     namespaces[""] = (channel or {}).get("without_namespace") or {}
-    messages: list[CheckMessage] = []
+    messages: list[CheckMessage] = _check_config_agrees_with_settings(config, path)
     for name, needs in sorted(broadcast_registry.namespaces().items()):
         found = namespaces.get(name)
         if found is None:
@@ -180,6 +181,65 @@ def _check_centrifugo_config() -> list[CheckMessage]:
                 f"presence, which {path} does not enable.", hint=FIX_CONFIG + ".",
                 id="instant_signals.W013"))
     return messages
+
+
+def _check_config_agrees_with_settings(config: Any, path: Any) -> list[CheckMessage]:
+    """The keys Django uses are the ones Centrifugo was configured with, and the site's origins
+    may open a websocket. (Never prints a key.)"""
+    if not isinstance(config, dict):
+        return []
+    client = _section(config, "client")
+    token = _section(client, "token")
+    fix_keys = (f"Load the keys installws wrote (`set -a; . ./.env; set +a`), or run "
+                f"`python manage.py installws --write-env .env` and restart Centrifugo")
+    messages: list[CheckMessage] = []
+    for setting, found, refused, id_ in (
+            ("CENTRIFUGO_API_KEY", _section(config, "http_api").get("key"),
+             "publish() would be refused (401 Unauthorized)", "W015"),
+            ("CENTRIFUGO_HMAC_KEY", token.get("hmac_secret_key"),
+             "Centrifugo would refuse every token (3500 invalid token)", "W016")):
+        mine = getattr(settings, setting, None)
+        if isinstance(found, str) and found and isinstance(mine, str) and mine and mine != found:
+            messages.append(Warning(
+                f"{setting} is not the key of the Centrifugo config {path}: {refused}.",
+                hint=fix_keys + ".", id=f"instant_signals.{id_}"))
+    allowed = client.get("allowed_origins")
+    if isinstance(allowed, list) and "*" not in allowed:
+        missing = [origin for origin in _site_origins() if origin not in allowed]
+        if missing:
+            messages.append(Warning(
+                f"The Centrifugo config {path} does not allow the origin(s) "
+                f"{', '.join(missing)}: browsers on them cannot open the websocket.",
+                hint="Run `python manage.py installws --origin ORIGIN` for each (it keeps "
+                     "your secrets) and restart Centrifugo.", id="instant_signals.W017"))
+    return messages
+
+
+def _section(config: dict[str, Any], name: str) -> dict[str, Any]:
+    found = config.get(name)
+    return found if isinstance(found, dict) else {}
+
+
+def _site_origins() -> list[str]:
+    """The origins the settings name for certain: ``CSRF_TRUSTED_ORIGINS`` without wildcards."""
+    origins = getattr(settings, "CSRF_TRUSTED_ORIGINS", None) or []
+    return [o.rstrip("/") for o in origins if isinstance(o, str) and "*" not in o]
+
+
+@register(Tags.urls)
+def check_urls(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The browser module needs the token endpoints: ``include("instant_signals.urls")``."""
+    try:
+        reverse("instant_signals:get_token")
+    except NoReverseMatch:
+        return [Warning(
+            "instant_signals' URLs are not included: browsers get no tokens (get_token/ "
+            "answers 404) and live pages stay blank.",
+            hint='Add path("instant/", include("instant_signals.urls")) to your ROOT_URLCONF.',
+            id="instant_signals.W014")]
+    except Exception:  # noqa: BLE001 - a broken URLconf is reported by Django's own checks
+        return []
+    return []
 
 
 @register(Tags.database)
