@@ -25,6 +25,7 @@ from django.db import DatabaseError
 
 from instant_signals import centrifugo_config as cc
 from instant_signals import conf, installer
+from instant_signals.progress import Progress
 from instant_signals.channels import is_private, namespace_of
 from instant_signals.models import Channel
 from instant_signals.registry import broadcast_registry
@@ -204,6 +205,7 @@ class Command(BaseCommand):
                 cache=options["install_dir"],
                 download=not options["build"] and not options["no_install"],
                 build=not options["no_install"],
+                progress=Progress(self.stdout, verbosity=options["verbosity"]),
             )
         except installer.InstallError as exc:
             raise CommandError(str(exc)) from None
