@@ -9,7 +9,9 @@ is refused. Centrifugo enforces it: a ``$`` channel needs a subscription token, 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
+
+from asgiref.sync import sync_to_async
 
 from . import client, reporting
 from .models import Channel
@@ -66,12 +68,57 @@ def disconnect_user(user_id: str, reason: str = "access changed") -> bool:
 
 def end_connections_on_logout(sender: Any, request: Any = None, user: Any = None,
                               **kwargs: Any) -> None:
-    """``user_logged_out`` receiver: any logout (``auth.logout()`` from any view, Django's
-    ``LogoutView``, the admin's, the package's ``logout/``) ends the user's connections.
+    """``user_logged_out`` receiver: any logout (``auth.logout()``/``alogout()`` from any view,
+    Django's ``LogoutView``, the admin's, the package's ``logout/``) ends the user's connections.
 
-    Every connection of the user ends, also those of her other sessions: Centrifugo knows
-    connections by user id, not by session. The browser module's tabs of a session still logged
-    in reconnect at once with fresh tokens, as the same user."""
+    Django sends the signal *before* it flushes the session, so the disconnect waits for the
+    flush: the browser module asks ``get_token/`` the moment it is disconnected, and must find
+    the session gone, not get the user's tokens again. (Code that sends ``user_logged_out``
+    itself must flush ``request.session`` too, or call ``disconnect_user``.) Every connection
+    of the user ends, also those of her other sessions: Centrifugo knows connections by user
+    id, not by session; the browser module's tabs of a session still logged in reconnect with
+    fresh tokens, as the same user."""
     if user is None or not getattr(user, "is_authenticated", False):
         return  # logging out an anonymous visitor: nothing to end
-    disconnect_user(str(user.pk), reason="logged out")
+    user_id = str(user.pk)
+    session = getattr(request, "session", None)
+    if session is None or not callable(getattr(session, "flush", None)):
+        disconnect_user(user_id, reason="logged out")
+        return
+    _after_flush(session, lambda: disconnect_user(user_id, reason="logged out"))
+
+
+def _after_flush(session: Any, then: Callable[[], object]) -> None:
+    """Call ``then()`` once, right after this session object's next ``flush()``/``aflush()``."""
+    done = False
+
+    def once() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            then()
+
+    def restore() -> None:
+        for name in ("flush", "aflush"):
+            vars(session).pop(name, None)
+
+    flush = session.flush
+
+    def flushed() -> None:
+        try:
+            flush()
+        finally:
+            restore()
+            once()
+
+    session.flush = flushed
+    aflush = getattr(session, "aflush", None)  # Django 5.0+
+    if aflush is not None:
+        async def aflushed() -> None:
+            try:
+                await aflush()
+            finally:
+                restore()
+                await sync_to_async(once)()
+
+        session.aflush = aflushed

@@ -19,7 +19,8 @@ import time
 import pytest
 from centrifuge import ClientState
 from django.contrib import admin
-from django.contrib.auth import logout
+from django.contrib.auth import alogout, logout
+from django.contrib.sessions.models import Session
 from django.contrib.auth.views import LogoutView
 from django.http import HttpResponse
 from django.test import Client
@@ -37,9 +38,15 @@ def site_logout(request):
     return HttpResponse("bye")
 
 
+async def async_site_logout(request):
+    await alogout(request)
+    return HttpResponse("bye")
+
+
 urlpatterns = [
     path("accounts/logout/", LogoutView.as_view(next_page="/"), name="logout"),
     path("bye/", site_logout),
+    path("abye/", async_site_logout),
     path("admin/", admin.site.urls),
     path("instant/", include("instant_signals.urls")),
 ]
@@ -50,6 +57,7 @@ LOGOUTS = {
     "django LogoutView": "/accounts/logout/",
     "admin logout": "/admin/logout/",
     "auth.logout() in a view": "/bye/",
+    "auth.alogout() in an async view": "/abye/",
     "the package's logout/": "/instant/logout/",
 }
 
@@ -70,13 +78,14 @@ def site_session(settings):
 
 @pytest.fixture
 def disconnects(monkeypatch):
-    """The server API ``disconnect`` commands sent, passed through to Centrifugo."""
+    """The server API ``disconnect`` commands sent, passed through to Centrifugo, each with the
+    number of sessions left in the database when it was sent."""
     sent: list[dict] = []
     call = access.client.call
 
     def counting(method, params, *args, **kwargs):
         if method == "disconnect":
-            sent.append(params)
+            sent.append({**params, "sessions_left": Session.objects.count()})
         return call(method, params, *args, **kwargs)
 
     monkeypatch.setattr(access.client, "call", counting)
@@ -112,6 +121,9 @@ def test_any_logout_ends_the_users_connections_for_good(how, site_session, live_
     assert wait_until(lambda: live.disconnects), f"{how} left the websocket connected"
     assert live.disconnects == [(access.ACCESS_CHANGED, "logged out")]
     assert [d["user"] for d in disconnects] == [str(alice.pk)]  # once, also for logout/
+    # Sent once the session was gone: a tab that asks get_token/ the moment it is disconnected
+    # gets an anonymous visitor's tokens, not alice's again.
+    assert disconnects[0]["sessions_left"] == 0
 
     Task.objects.create(title="after", owner=alice)
     # The public channel got the new task: had the private one still been followed, it would

@@ -47,6 +47,7 @@ const SERVER_UNSUBSCRIBE = 2000; // Centrifugo's unsubscribe code for the server
 // 4500-4999 are terminal codes for applications: centrifuge does not reconnect by itself.
 const ACCESS_CHANGED = 4501;
 const RETRY_DELAYS = [250, 1000, 2000, 5000, 10000]; // get_token/ after ACCESS_CHANGED failed
+const SAME_USER_RECHECK = 2000; // ms: get_token/ once more when it still named the same user
 const SEEN_IDS = 10000; // event ids a collection remembers, to drop a repeated event
 
 /**
@@ -928,9 +929,19 @@ export class Instant {
         continue;
       }
       if (!current()) return;
+      const user = this.user;
       this._adopt(payload);
       client.setToken(payload.ws_token);
       client.connect();
+      if (this.user === user && user) {
+        // Still this user: logged in in another session, or a session kept in a cookie
+        // (signed_cookies) that the logout's answer had not replaced yet. Ask once more.
+        setTimeout(() => {
+          if (this.client === client && !this._stopped && this.user === user) {
+            this.refresh().catch((error) => this._emit("error", { error }));
+          }
+        }, SAME_USER_RECHECK);
+      }
       return;
     }
   }
