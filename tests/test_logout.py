@@ -170,7 +170,7 @@ def test_a_client_that_keeps_its_tokens_reads_until_they_expire_plus_the_close_d
     browser = Client()
     browser.force_login(alice)
     live, ws_token, sub_token = open_tab(browser, live_client, alice)
-    issued = json.loads(_claims(ws_token))["exp"]
+    expires = json.loads(_claims(ws_token))["exp"]
     browser.post("/accounts/logout/")
     logged_out = time.time()
     assert wait_until(lambda: live.disconnects)
@@ -191,7 +191,7 @@ def test_a_client_that_keeps_its_tokens_reads_until_they_expire_plus_the_close_d
     assert hostile.disconnects or hostile.unsubscribed, "the kept tokens never stopped working"
     assert received_at, "the kept tokens did not work at all: nothing to measure"
     ended = time.time()
-    assert ended > issued  # it only ended once the tokens had expired
+    assert ended > expires  # it only ended once the tokens had expired
     # After the end nothing more arrives: a reconnect with the expired token is refused.
     count = len(hostile.received)
     Task.objects.create(title="later", owner=alice)
@@ -204,7 +204,7 @@ def test_a_client_that_keeps_its_tokens_reads_until_they_expire_plus_the_close_d
         "token_lifetime_s": lifetime,
         "centrifugo_expired_close_delay_s": 25,
         "logout_to_last_event_received_s": round(received_at[-1] - logged_out, 2),
-        "token_expiry_to_end_s": round(ended - issued, 2),
+        "token_expiry_to_end_s": round(ended - expires, 2),
         "ended_by": {"disconnects": hostile.disconnects,
                      "unsubscribed": {k: list(v) for k, v in hostile.unsubscribed.items()}},
         "events_received_after_logout": len(received_at),
