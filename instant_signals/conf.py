@@ -28,9 +28,12 @@ DEFAULTS: dict[str, Any] = {
     # (connect, read) seconds for every HTTP call to Centrifugo.
     "TIMEOUT": (1.0, 3.0),
     # JWT lifetimes in seconds; clients refresh through get_token/ and subscribe/. A token
-    # cannot be revoked before it expires: these are the revocation windows.
-    "CONNECTION_TOKEN_LIFETIME": 300,
-    "SUBSCRIPTION_TOKEN_LIFETIME": 300,
+    # cannot be revoked before it expires: these are the revocation windows (a client keeping
+    # its tokens reads until then, plus Centrifugo's expired_close_delay, 25 s). 120 s: measured
+    # ~2 ms per get_token/ and ~1 ms per subscribe/, 10,000 tabs with one private channel keep
+    # a quarter of a core busy (test-artifacts/token-refresh-cost.json; security.md).
+    "CONNECTION_TOKEN_LIFETIME": 120,
+    "SUBSCRIPTION_TOKEN_LIFETIME": 120,
     # Commands per Centrifugo /batch request.
     "BATCH_SIZE": 500,
     # Largest JSON publication accepted before any network call, in bytes.

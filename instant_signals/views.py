@@ -24,7 +24,7 @@ from django.utils.decorators import decorator_from_middleware
 from django.views.decorators.csrf import csrf_exempt
 
 from . import conf, tokens
-from .access import can_read, disconnect_user, readable_channels
+from .access import can_read, readable_channels
 from .channels import validate_channel
 from .exceptions import CentrifugoError
 from .registry import broadcast_registry
@@ -141,10 +141,9 @@ def login_view(request: HttpRequest) -> HttpResponse:
 
 @_json_view(("POST",))
 def logout_view(request: HttpRequest) -> HttpResponse:
-    user_id = tokens.user_sub(request.user)
+    # Django's user_logged_out signal ends the user's websocket connections (access.py), as it
+    # does for every other logout of the site: one disconnect, not two.
     logout(request)
-    if user_id:  # end the websocket connections that still carry this user's tokens
-        disconnect_user(user_id, reason="logged out")
     return JsonResponse({"ok": True})
 
 

@@ -28,7 +28,7 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings as hsettings
 from hypothesis import strategies as st
 
-from instant_signals import CentrifugoError, publish
+from instant_signals import CentrifugoError, conf, publish
 from instant_signals import client as http_client
 from instant_signals.models import Channel
 from tests.conftest import ARTIFACTS
@@ -239,7 +239,7 @@ def test_subscribe_never_grants_a_channel_the_user_may_not_read(world, data):
         assert may_read(world, user, name), f"{sub_of(user)!r} got a token for {name!r}"
         claims = decode(token_value)
         assert claims["sub"] == sub_of(user) and claims["channel"] == name
-        assert claims["exp"] - claims["iat"] == 300
+        assert claims["exp"] - claims["iat"] == conf.app_setting("SUBSCRIPTION_TOKEN_LIFETIME")
     well_formed = method == "POST" and (not csrf or with_token)
     if not well_formed:
         assert status in (403, 405) and granted == []
