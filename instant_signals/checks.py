@@ -17,12 +17,11 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import DatabaseError
 from django.urls import NoReverseMatch, reverse
 
-from . import conf, levels
+from . import conf, delivery, levels
 from .channels import is_private
-from .models import Channel
+from .models import Channel, OutboxEntry
 from .registry import broadcast_registry
 
-DELIVERY_MODES = ("on_commit", "outbox")
 FIX_CONFIG = ("run `python manage.py installws` (it keeps your secrets) and restart Centrifugo "
               "(`python manage.py runws`)")
 
@@ -100,8 +99,9 @@ def _check_app_dict() -> list[CheckMessage]:
         errors.append(Error(f"INSTANT_SIGNALS has unknown keys: {', '.join(unknown)}.",
                             hint=f"Known keys: {', '.join(sorted(conf.DEFAULTS))}.",
                             id="instant_signals.E007"))
-    if value.get("DELIVERY", "on_commit") not in DELIVERY_MODES:
-        errors.append(Error(f"INSTANT_SIGNALS['DELIVERY'] must be one of {DELIVERY_MODES}, "
+    modes = delivery.modes()
+    if value.get("DELIVERY", "on_commit") not in modes:
+        errors.append(Error(f"INSTANT_SIGNALS['DELIVERY'] must be one of {modes}, "
                             f"not {value['DELIVERY']!r}.", id="instant_signals.E008"))
     timeout = value.get("TIMEOUT", conf.DEFAULTS["TIMEOUT"])
     if not _timeout_ok(timeout):
@@ -109,7 +109,8 @@ def _check_app_dict() -> list[CheckMessage]:
                             f"(connect, read) pair of them, not {timeout!r}.",
                             id="instant_signals.E009"))
     for key in ("CONNECTION_TOKEN_LIFETIME", "SUBSCRIPTION_TOKEN_LIFETIME", "BATCH_SIZE",
-                "MAX_PAYLOAD_BYTES", "OUTBOX_PARTITIONS", "SUBSCRIBE_MAX_CHANNELS",
+                "MAX_PAYLOAD_BYTES", "OUTBOX_PARTITIONS", "OUTBOX_MAX_ATTEMPTS",
+                "OUTBOX_MAX_AGE", "SUBSCRIBE_MAX_CHANNELS",
                 "COLLECTION_MAX_ROWS"):
         item = value.get(key, conf.DEFAULTS[key])
         if not isinstance(item, int) or isinstance(item, bool) or item <= 0:
@@ -268,6 +269,41 @@ def check_channel_rows(app_configs: Any = None, databases: Any = None,
     return messages
 
 
+@register(Tags.database)
+def check_outbox_rows(app_configs: Any = None, databases: Any = None,
+                      **kwargs: Any) -> list[CheckMessage]:
+    """W040 dead letters in the outbox, W041 its oldest pending row is older than
+    ``OUTBOX_MAX_AGE`` (no relay runs, or it cannot deliver)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    messages: list[CheckMessage] = []
+    for alias in databases or ():
+        rows = OutboxEntry.objects.using(alias)
+        try:
+            dead = rows.dead().count()
+            oldest = rows.pending().order_by("id").values_list("created_at", flat=True).first()
+        except DatabaseError:
+            continue  # not migrated yet
+        if dead:
+            messages.append(Warning(
+                f"The outbox of database {alias!r} holds {dead} dead letter(s): rows Centrifugo "
+                f"refused for good, never sent.",
+                hint="See why in OutboxEntry.objects.dead() (error, attempts); fix the cause, then "
+                     "delete them or clear dead_at to send them again "
+                     "(docs/how-to/durable-delivery.md).", id="instant_signals.W040"))
+        max_age = int(conf.app_setting("OUTBOX_MAX_AGE"))
+        if oldest is not None and oldest < timezone.now() - timedelta(seconds=max_age):
+            messages.append(Warning(
+                f"The oldest pending row of the outbox of database {alias!r} was written at "
+                f"{oldest:%Y-%m-%d %H:%M:%S} UTC, more than OUTBOX_MAX_AGE ({max_age} s) ago.",
+                hint="Is `manage.py relay_outbox` (or Centrifugo's consumer) running and able to "
+                     "reach Centrifugo? Its log says why partitions wait.",
+                id="instant_signals.W041"))
+    return messages
+
+
 @register()
 def check_outbox_sqlite(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """``DELIVERY="outbox"`` on SQLite: the settings that let the site's writers and
@@ -286,7 +322,7 @@ def check_outbox_sqlite(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
     from django.db import connections
 
     try:
-        if conf.app_setting("DELIVERY") != "outbox":
+        if not delivery.is_durable():
             return []
     except Exception:  # noqa: BLE001 - a malformed INSTANT_SIGNALS is reported by E007
         return []

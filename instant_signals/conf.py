@@ -40,6 +40,10 @@ DEFAULTS: dict[str, Any] = {
     "MAX_PAYLOAD_BYTES": 256 * 1024,
     # Partitions of the outbox (durable mode).
     "OUTBOX_PARTITIONS": 1,
+    # Retryable answers a durable row may get before it becomes a dead letter (durable mode).
+    "OUTBOX_MAX_ATTEMPTS": 20,
+    # Seconds the oldest pending outbox row may wait before `check --database` warns (W041).
+    "OUTBOX_MAX_AGE": 300,
     # The JSON login/ endpoint; False for sites with their own login (tokens follow the session).
     "LOGIN_VIEW": True,
     # Most channels the list form of subscribe/ signs in one request (more: HTTP 400).
