@@ -76,17 +76,24 @@ def _rows(objs: Any) -> list[models.Model]:
 
 
 def _record(rows: list[tuple[Any, Any, list[models.Model]]], using: str) -> None:
-    updated = []
+    """Apply each scheduled update to the rows it touches (a row touched by several, e.g.
+    ``SET_NULL`` on one key and ``SET_DEFAULT`` on another, is one row with all of them) and
+    record them as ``updated``, compared with the rows as they were read."""
+    merged: dict[tuple[type[models.Model], Any], tuple[models.Model, dict[str, Any]]] = {}
     for field, value, instances in rows:
         stored = value.pk if isinstance(value, models.Model) else value
         for instance in instances:
-            previous = tracking.previous(instance)
-            if previous is None:
-                previous = {f.attname: instance.__dict__[f.attname]
-                            for f in instance._meta.concrete_fields
-                            if f.attname in instance.__dict__}
-            instance.__dict__[field.attname] = stored
-            instance._state.fields_cache.pop(field.name, None)
-            updated.append((instance, previous))
+            key = (type(instance), instance.pk)
+            if key not in merged:
+                previous = tracking.previous(instance)
+                if previous is None:
+                    previous = {f.attname: instance.__dict__[f.attname]
+                                for f in instance._meta.concrete_fields
+                                if f.attname in instance.__dict__}
+                merged[key] = (instance, previous)
+            row = merged[key][0]
+            row.__dict__[field.attname] = stored
+            row._state.fields_cache.pop(field.name, None)
+    updated = list(merged.values())
     for capture in list(captures):
         capture.record_all(updated, UPDATED, using)

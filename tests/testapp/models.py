@@ -93,3 +93,73 @@ class Doc(models.Model):
 
     class Meta:
         unique_together = [("status", "title")]
+
+
+# -- write paths (tests/test_write_paths.py): expressions, proxies, multi-table inheritance,
+# -- loaddata, data migrations, on_delete=SET_NULL / SET_DEFAULT / SET(...)
+
+@broadcast(channels=["counters"], fields=["id", "title", "count", "owner"])
+class Counter(models.Model):
+    title = models.CharField(max_length=50)
+    count = models.IntegerField(default=0)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                              on_delete=models.SET_NULL, related_name="counters")
+
+    objects = BroadcastManager()
+
+
+class QuietCounter(Counter):
+    """A proxy without declarations of its own: writes publish Counter's."""
+
+    class Meta:
+        proxy = True
+
+
+@broadcast(channels=["loud"], fields=["id", "title"])
+class LoudCounter(Counter):
+    """A proxy with a declaration of its own, besides Counter's."""
+
+    class Meta:
+        proxy = True
+
+
+@broadcast(channels=["places"], fields=["id", "name"])
+class Place(models.Model):
+    name = models.CharField(max_length=50)
+
+    objects = BroadcastManager()
+
+
+@broadcast(channels=["restaurants"], fields=["place_ptr", "name", "pizza"])
+class Restaurant(Place):
+    """A multi-table child with a declaration of its own."""
+
+    pizza = models.BooleanField(default=False)
+
+
+class Bar(Place):
+    """A multi-table child without declarations: its rows publish Place's."""
+
+    beers = models.IntegerField(default=0)
+
+
+class Shelf(models.Model):
+    """Not registered: deleting one updates the books that refer to it."""
+
+    name = models.CharField(max_length=50)
+
+
+DEFAULT_SHELF, LOST_AND_FOUND = 1001, 1000  # rows the tests create, on either database
+
+
+@broadcast(channels=["books"], fields=["id", "title", "shelf", "spare", "fallback"])
+class Book(models.Model):
+    title = models.CharField(max_length=50)
+    shelf = models.ForeignKey(Shelf, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="books")
+    spare = models.ForeignKey(Shelf, null=True, blank=True, default=DEFAULT_SHELF,
+                              on_delete=models.SET_DEFAULT, related_name="spare_books")
+    fallback = models.ForeignKey(Shelf, null=True, blank=True, on_delete=models.SET(LOST_AND_FOUND),
+                                 related_name="fallback_books")
+
+    objects = BroadcastManager()
