@@ -32,6 +32,23 @@ pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", PG])
 on_both = pytest.mark.parametrize("db", ["default", PG], ids=["sqlite", "postgresql"])
 
 COUNTER = ("id", "title", "count", "owner_id")
+DECLARATIONS = [
+    (Counter, {"channels": ["counters"], "fields": ["id", "title", "count", "owner"]}),
+    (LoudCounter, {"channels": ["loud"], "fields": ["id", "title"]}),
+    (Place, {"channels": ["places"], "fields": ["id", "name"]}),
+    (Restaurant, {"channels": ["restaurants"], "fields": ["place_ptr", "name", "pizza"]}),
+    (Book, {"channels": ["books"], "fields": ["id", "title", "shelf", "spare", "fallback"]}),
+]
+
+
+@pytest.fixture(autouse=True)
+def declared():
+    """The write-path models, registered after their proxies and children were defined."""
+    for model, options in DECLARATIONS:
+        broadcast_registry.register(model, **options)
+    yield
+    for model, _ in DECLARATIONS:
+        broadcast_registry.unregister(model)
 
 
 def view(queryset, attnames, pk="id"):
@@ -227,8 +244,7 @@ def test_a_data_migration_publishes_through_historical_models(db, live_client, c
         assert sorted(r["count"] for r in counters(db).values()) == [3, 103, 201, 202]
     finally:
         broadcast_registry.unregister(Counter)
-        broadcast_registry.register(Counter, channels=["counters"],
-                                    fields=["id", "title", "count", "owner"])
+        broadcast_registry.register(Counter, **DECLARATIONS[0][1])
 
 
 # -- on_delete=SET_NULL / SET_DEFAULT / SET(...) ---------------------------------------------------
