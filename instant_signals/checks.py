@@ -155,8 +155,8 @@ MANAGER_FIX = ("objects = BroadcastManager() (from instant_signals.bulk import B
 @register()
 def check_managers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Managers of registered models whose ``update()``/``bulk_create()``/``bulk_update()``
-    publish nothing (Django sends no signal for them): W040 the default manager (related
-    managers, ``user.task_set``, are built from it), W041 another manager of the model."""
+    publish nothing (Django sends no signal for them): W050 the default manager (related
+    managers, ``user.task_set``, are built from it), W051 another manager of the model."""
     messages: list[CheckMessage] = []
     for model in broadcast_registry.get_models():
         default = model._meta.default_manager
@@ -173,14 +173,14 @@ def check_managers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     hint=f"On the model: {MANAGER_FIX}. For a model you don't own, call "
                          f"instant_signals.bulk.broadcast_instances() after such writes and "
                          f"silence this warning.",
-                    obj=model, id="instant_signals.W040"))
+                    obj=model, id="instant_signals.W050"))
             else:
                 messages.append(Warning(
                     f"{label}.{manager.name} is not broadcast-aware: its update(), "
                     f"bulk_create() and bulk_update() publish nothing.",
                     hint=f"Build it from BroadcastQuerySet, e.g. {manager.name} = "
                          f"YourManager.from_queryset(BroadcastQuerySet)().",
-                    obj=model, id="instant_signals.W041"))
+                    obj=model, id="instant_signals.W051"))
     return messages
 
 

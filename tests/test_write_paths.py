@@ -309,19 +309,19 @@ def test_a_manager_that_is_not_broadcast_aware_is_a_warning_naming_the_fix():
     def found():
         return {(m.obj, m.id) for m in check_managers()}
 
-    assert (Item, "instant_signals.W040") in found()  # Item keeps Django's plain manager
+    assert (Item, "instant_signals.W050") in found()  # Item keeps Django's plain manager
     assert not {obj for obj, _ in found()} & {Counter, Note, Book, Place}
     broadcast_registry.register(Plain, channels=["plain"], fields=["name"])
     try:
         (message,) = [m for m in check_managers() if m.obj is Plain]
-        assert message.id == "instant_signals.W040"
+        assert message.id == "instant_signals.W050"
         assert "objects = BroadcastManager()" in message.hint
         assert "related managers" in message.msg
         extra = models.Manager()
         extra.contribute_to_class(Note, "archived")  # a second, plain manager on a good model
         try:
             (message,) = [m for m in check_managers() if m.obj is Note]
-            assert message.id == "instant_signals.W041" and "Note.archived" in message.msg
+            assert message.id == "instant_signals.W051" and "Note.archived" in message.msg
             assert "from_queryset(BroadcastQuerySet)" in message.hint
         finally:
             Note._meta.local_managers.remove(extra)
