@@ -18,6 +18,7 @@ from django.db import DatabaseError
 from django.urls import NoReverseMatch, reverse
 
 from . import conf, delivery, levels
+from .bulk import BroadcastQuerySet
 from .channels import is_private
 from .models import Channel, OutboxEntry
 from .registry import broadcast_registry
@@ -144,6 +145,42 @@ def check_declarations(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
                      "publish with fields=[...].", obj=declaration.model,
                 id="instant_signals.W010"))
     messages.extend(_check_centrifugo_config())
+    return messages
+
+
+MANAGER_FIX = ("objects = BroadcastManager() (from instant_signals.bulk import BroadcastManager), or "
+               "a manager of your own built with YourManager.from_queryset(BroadcastQuerySet)")
+
+
+@register()
+def check_managers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Managers of registered models whose ``update()``/``bulk_create()``/``bulk_update()``
+    publish nothing (Django sends no signal for them): W050 the default manager (related
+    managers, ``user.task_set``, are built from it), W051 another manager of the model."""
+    messages: list[CheckMessage] = []
+    for model in broadcast_registry.get_models():
+        default = model._meta.default_manager
+        for manager in model._meta.managers:
+            if isinstance(manager.get_queryset(), BroadcastQuerySet):
+                continue
+            label = model._meta.label
+            if manager is default:
+                messages.append(Warning(
+                    f"{label} is registered with @broadcast, but its default manager "
+                    f"{label}.{manager.name} is not broadcast-aware: {manager.name}.update(), "
+                    f"bulk_create(), bulk_update() and its related managers' update() publish "
+                    f"nothing.",
+                    hint=f"On the model: {MANAGER_FIX}. For a model you don't own, call "
+                         f"instant_signals.bulk.broadcast_instances() after such writes and "
+                         f"silence this warning.",
+                    obj=model, id="instant_signals.W050"))
+            else:
+                messages.append(Warning(
+                    f"{label}.{manager.name} is not broadcast-aware: its update(), "
+                    f"bulk_create() and bulk_update() publish nothing.",
+                    hint=f"Build it from BroadcastQuerySet, e.g. {manager.name} = "
+                         f"YourManager.from_queryset(BroadcastQuerySet)().",
+                    obj=model, id="instant_signals.W051"))
     return messages
 
 

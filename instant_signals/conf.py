@@ -23,6 +23,8 @@ DEFAULTS: dict[str, Any] = {
     # "on_commit" (default): publish after the transaction commits, batched.
     # "outbox": write rows to the outbox table in the same transaction (durable).
     "DELIVERY": "on_commit",
+    # True: raw saves (``loaddata``) publish nothing. By default they publish like any save.
+    "SKIP_RAW_SAVES": False,
     # Models you don't own: {"auth.User": {"channels": [...], "fields": [...]}}.
     "MODELS": {},
     # (connect, read) seconds for every HTTP call to Centrifugo.
