@@ -24,7 +24,8 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import DatabaseError, connections, models, transaction
 
 from . import levels, tracking
-from .channels import ChannelTemplate, attname_of, is_private, validate_channel
+from .channels import (ChannelTemplate, InvalidChannel, attname_of, is_private,
+                       validate_channel)
 from .envelope import CREATED, DELETED, EVENTS, UPDATED
 from .fragments import build_options
 from .serialization import ALL_FIELDS, drf_serializer, field_view, json_safe, select_fields
@@ -206,11 +207,23 @@ class Declaration:
 
     # -- the initial load of a channel -------------------------------------------------------------
     def template_of(self, name: str) -> tuple[ChannelTemplate, dict[str, str]] | None:
-        """The template that makes channel ``name``, with its placeholder values."""
+        """The template that makes channel ``name``, with its placeholder values (strings).
+
+        ``InvalidChannel`` when a template of its shape matches but a value cannot be one of its
+        field (``note:abc`` for an integer pk): checked before any query."""
+        invalid: InvalidChannel | None = None
         for template in self.templates:
             params = template.match(name)
-            if params is not None:
-                return template, params
+            if params is None:
+                continue
+            try:
+                template.typed(params)
+            except InvalidChannel as exc:
+                invalid = invalid or exc
+                continue
+            return template, params
+        if invalid is not None:
+            raise invalid
         return None
 
     def rows(self, request: Any, name: str,
@@ -220,7 +233,8 @@ class Declaration:
 
         The ``queryset(request, **placeholders)`` hook (default: the placeholders as filters,
         ``model._default_manager.filter(owner_id=..)``) gives the candidates; ``condition`` and
-        routing then decide, as for events, so a row is listed only where an event would go."""
+        routing then decide, as for events, so a row is listed only where an event would go.
+        ``InvalidChannel`` as for ``template_of``."""
         found = self.template_of(name)
         if found is None:
             return [], False
@@ -228,8 +242,7 @@ class Declaration:
         if self.queryset is not None:
             candidates = self.queryset(request, **params)
         else:
-            candidates = self.model._default_manager.filter(
-                **dict(zip(template.attnames, params.values())))
+            candidates = self.model._default_manager.filter(**template.typed(params))
         out = []
         loaded = list(candidates[:limit + 1])
         for instance in loaded[:limit]:
@@ -242,18 +255,24 @@ class Declaration:
     def may_read(self, user: Any, name: str) -> bool | None:
         """Whether ``user`` may read channel ``name``; None when it is not one of this
         declaration's channels (a callable router's names never are: a ``Channel`` row decides)."""
+        invalid = False
         for template in self.templates:
             params = template.match(name)
             if params is None:
                 continue
             if template.is_static:
                 return self._static_rule(user, name)
+            try:  # before any rule or query: "$task:abc" names no row of an integer pk
+                typed = template.typed(params)
+            except InvalidChannel:
+                invalid = True
+                continue
             if not template.private:
                 return True
             if not getattr(user, "is_authenticated", False):
                 return False
-            return self._instance_rule(template, user, params)
-        return None
+            return self._instance_rule(template, user, params, typed)
+        return False if invalid else None
 
     def user_channels(self, user: Any) -> list[tuple[str, str]]:
         """(name, level) of this declaration's channels ``user`` may read that can be listed:
@@ -284,7 +303,10 @@ class Declaration:
             return _safely(self.authorize, user, label=self.label, channel=name)
         return False
 
-    def _instance_rule(self, template: ChannelTemplate, user: Any, params: dict[str, str]) -> bool:
+    def _instance_rule(self, template: ChannelTemplate, user: Any, params: dict[str, str],
+                       typed: dict[str, Any]) -> bool:
+        """``params``: the placeholder values as written (what a callable rule gets); ``typed``:
+        the same by attname, as values of their fields (already checked)."""
         if callable(self.authorize):
             return _safely(self.authorize, user, label=self.label, channel=template.template,
                            **params)
@@ -297,7 +319,7 @@ class Declaration:
         manager = self.model._default_manager
         try:
             with _savepoint(manager.db):
-                owner = manager.filter(**by_attname).values_list(self.authorize, flat=True).first()
+                owner = manager.filter(**typed).values_list(self.authorize, flat=True).first()
         except (ValueError, TypeError, ArithmeticError, ValidationError, DatabaseError):
             return False  # "$task:abc" for an integer pk; one too large for the database
         return owner is not None and str(owner) == str(user.pk)
