@@ -17,6 +17,8 @@ in it.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Sequence, Union
 
@@ -342,13 +344,61 @@ class _Nothing:
 
 def _safely(rule: Callable[..., Any], user: Any, *, label: str, channel: str,
             **params: str) -> bool:
-    """A callable authorize rule; one that raises denies (and is logged), never a 500."""
+    """A callable authorize rule; one that raises denies (and is logged, rate-limited: any
+    logged-in user can make a rule raise at will), never a 500."""
     try:
         return bool(rule(user, **params))
-    except Exception:  # noqa: BLE001 - a failing rule must deny, not break the request
-        logger.warning("instant_signals: the authorize rule of %s raised for channel %r; "
-                       "access denied", label, channel, exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - a failing rule must deny, not break the request
+        rule_failures.report(rule, exc, label=label, channel=channel)
         return False
+
+
+RULE_FAILURE_LOG_INTERVAL = 60.0
+"""Seconds between two log lines about one rule failing with one exception type."""
+_clock = time.monotonic
+
+
+class RuleFailures:
+    """Logs a raising rule once per (rule, exception type): the first time with its traceback,
+    then at most one line per ``RULE_FAILURE_LOG_INTERVAL`` that counts the failures left out."""
+
+    MAX_KEYS = 1000  # rules x exception types is bounded by code; this bounds it anyway
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str, str], list[float]] = {}  # key -> [logged at, left out]
+
+    def report(self, rule: Callable[..., Any], exc: Exception, *, label: str,
+               channel: str) -> None:
+        name = getattr(rule, "__qualname__", None) or repr(rule)
+        cause = type(exc).__name__
+        key = (label, name, cause)
+        now = _clock()
+        with self._lock:
+            state = self._seen.get(key)
+            if state is not None and now - state[0] < RULE_FAILURE_LOG_INTERVAL:
+                state[1] += 1
+                return
+            if state is None and len(self._seen) >= self.MAX_KEYS:
+                self._seen.clear()
+            left_out = int(state[1]) if state is not None else 0
+            self._seen[key] = [now, 0]
+        if state is None:
+            logger.warning("instant_signals: the authorize rule %s of %s raised %s for channel "
+                           "%r; access denied (logged once per %.0f s per rule and cause)",
+                           name, label, cause, channel, RULE_FAILURE_LOG_INTERVAL, exc_info=exc)
+        else:
+            logger.warning("instant_signals: the authorize rule %s of %s raised %s again for "
+                           "channel %r; access denied (%d more times since the last line)",
+                           name, label, cause, channel, left_out)
+
+    def forget(self) -> None:
+        """Start over (tests)."""
+        with self._lock:
+            self._seen.clear()
+
+
+rule_failures = RuleFailures()
 
 
 def _checked_name(name: Any, label: str) -> str | None:

@@ -683,3 +683,70 @@ def test_collection_answers_every_name_as_the_oracle_says(shapes, data):
         COUNTS["collection: 200 with rows"] += bool(expected)
     elif status == 400 and valid_name(name):
         assert answer["error"] == "invalid_channel", answer
+
+
+# -- a rule that raises: denied in JSON, logged a bounded number of times ----------------------------
+
+def project_rule(user, status):
+    """Like the issue's rule: the value is looked up in a field of another type (an integer pk),
+    so a name that fits the channel's field (a CharField) still makes the rule raise."""
+    return Doc.objects.filter(pk=status, owner=user).exists()
+
+
+def other_rule(user, status):
+    raise KeyError(status)
+
+
+@pytest.fixture
+def raising(world, shapes_registry, shapes_centrifugo, settings, monkeypatch):
+    from instant_signals import access, declarations, views
+
+    registry = BroadcastRegistry()
+    registry.register(Doc, channels=["$proj:{status}"], fields=["id"], authorize=project_rule)
+    registry.register(Doc, channels=["$other:{status}"], fields=["id"], authorize=other_rule)
+    use_server(settings, shapes_centrifugo)
+    monkeypatch.setattr(views, "broadcast_registry", registry)
+    monkeypatch.setattr(access, "broadcast_registry", registry)
+    now = [1000.0]  # the limiter's clock, moved by the test: no dependence on machine speed
+    monkeypatch.setattr(declarations, "_clock", lambda: now[0])
+    declarations.rule_failures.forget()
+    yield now
+    declarations.rule_failures.forget()
+    registry.unregister(Doc)
+
+
+def test_a_raising_rule_is_denied_in_json_and_logged_a_bounded_number_of_times(
+        world, raising, caplog):
+    from instant_signals.declarations import RULE_FAILURE_LOG_INTERVAL
+
+    client = Client(raise_request_exception=False)
+    client.force_login(world["users"][1])
+    caplog.set_level("WARNING", logger="instant_signals")
+    for n in range(1000):
+        name = f"$proj:abc{n}"
+        if n % 2:
+            response, answer = send(client, "POST", "/instant/subscribe/",
+                                    json.dumps({"channel": name}).encode())
+        else:
+            response, answer = get_collection(client, "GET", f"channel={_quote(name)}")
+        assert response.status_code == 403 and answer["error"] == "channel_not_allowed"
+    # (django.request logs each 403 as a one-line warning of its own: Django's, not counted.)
+    records = [r for r in caplog.records if r.name == "instant_signals"]
+    assert len(records) == 1, [r.getMessage() for r in records]
+    first = records[0].getMessage()
+    assert "project_rule" in first and "ValueError" in first and "testapp.doc" in first
+    assert records[0].exc_info is not None  # the first one shows where the rule failed
+
+    # Another cause, another rule: a line of its own (each first time), not suppressed.
+    send(client, "POST", "/instant/subscribe/", json.dumps({"channel": "$other:x"}).encode())
+    records = [r for r in caplog.records if r.name == "instant_signals"]
+    assert len(records) == 2 and "KeyError" in records[1].getMessage()
+
+    # Past the interval: one line that counts what was left out, without a traceback.
+    raising[0] += RULE_FAILURE_LOG_INTERVAL
+    for n in range(5):
+        send(client, "POST", "/instant/subscribe/", json.dumps({"channel": "$proj:x"}).encode())
+    records = [r for r in caplog.records if r.name == "instant_signals"]
+    last = records[-1]
+    assert len(records) == 3 and last.exc_info is None
+    assert "999 more times" in last.getMessage(), last.getMessage()
