@@ -42,13 +42,16 @@ def generate_config(
     ``namespaces`` maps a namespace (``task`` for ``$task:42``) to ``{"public": bool,
     "presence": bool}``: only a namespace holding a public channel lets clients subscribe
     without a token (``$`` channels always need one). Channels without a namespace (``public``,
-    ``$staff``; the key ``""``) accept token-less subscriptions to their public names. Every
+    ``$staff``; the key ``""``) accept token-less subscriptions to their public names, and never
+    have presence (a ValueError: it would be on for all of them). Every
     channel keeps a history with recovery, so a reconnecting client catches up.
     """
     recovery = {"history_size": history_size, "history_ttl": history_ttl,
                 "force_recovery": True}
     namespaces = dict(namespaces or {})
-    bare = namespaces.pop("", {})
+    if namespaces.pop("", {}).get("presence"):
+        raise ValueError("presence is enabled per namespace: on channels without one it would be "
+                         "on for all of them; put the channel in a namespace (\"room:lobby\")")
     config: dict[str, Any] = {
         "http_server": {"address": address, "port": port},
         "log": {"level": "info"},
@@ -64,7 +67,6 @@ def generate_config(
                 "allow_subscribe_for_client": True,
                 "allow_subscribe_for_anonymous": True,
                 **recovery,
-                **(_PRESENCE if bare.get("presence") else {}),
             },
             "namespaces": [_namespace(name, needs, recovery)
                            for name, needs in sorted(namespaces.items())],

@@ -524,6 +524,8 @@ def declare(
                        f'authorize="<field pointing at the user>" or authorize=callable(user, '
                        f"**placeholders)")
 
+    _check_presence(presence, templates, router, fail)
+
     static = frozenset(t.template for t in templates if t.is_static)
     concrete = tuple(f.attname for f in model._meta.concrete_fields)
     if router is not None or condition is not None or serializer is not None:
@@ -564,6 +566,26 @@ def _check_authorize(model: type[models.Model], authorize: Any,
                 f"matching row would grant every matching row's events. Put the owner in the "
                 f"channel name (e.g. \"$...:{{{authorize}}}:...\") or route by a unique field.")
     return attname
+
+
+def _check_presence(presence: bool, templates: tuple[ChannelTemplate, ...],
+                    router: Router | None, fail: Callable[[str], ImproperlyConfigured]) -> None:
+    """Centrifugo enables presence per namespace: ``presence=True`` must name channels that are
+    each in a namespace, or it would be on for every channel without one."""
+    if not presence:
+        return
+    if router is not None:
+        raise fail("presence=True needs channel names or templates (\"room:{pk}\"): with a "
+                   "callable router installws cannot tell which namespace to enable it on")
+    for template in templates:
+        if template.namespace is None:
+            bare = template.template.lstrip("$")
+            raise fail(
+                f"presence=True on {template.template!r}, a channel without a namespace: "
+                f"Centrifugo turns presence on per namespace, so it would be on for every "
+                f"channel without one. Put the channel in a namespace of its own, e.g. "
+                f'"room:{bare}" (or "$room:{bare}"), or declare presence in a separate '
+                f"@broadcast for the namespaced channels only")
 
 
 def _identifies_one_row(model: type[models.Model], attnames: Iterable[str]) -> bool:
