@@ -384,13 +384,13 @@ class RuleFailures:
             left_out = int(state[1]) if state is not None else 0
             self._seen[key] = [now, 0]
         if state is None:
-            logger.warning("instant_signals: the authorize rule %s of %s raised %s for channel "
+            logger.warning("instant_signals: the authorize rule of %s (%s) raised %s for channel "
                            "%r; access denied (logged once per %.0f s per rule and cause)",
-                           name, label, cause, channel, RULE_FAILURE_LOG_INTERVAL, exc_info=exc)
+                           label, name, cause, channel, RULE_FAILURE_LOG_INTERVAL, exc_info=exc)
         else:
-            logger.warning("instant_signals: the authorize rule %s of %s raised %s again for "
+            logger.warning("instant_signals: the authorize rule of %s (%s) raised %s again for "
                            "channel %r; access denied (%d more times since the last line)",
-                           name, label, cause, channel, left_out)
+                           label, name, cause, channel, left_out)
 
     def forget(self) -> None:
         """Start over (tests)."""
