@@ -86,7 +86,9 @@ def test_string_rules_grant_only_who_may_read_every_routed_row(django_user_model
             seen.setdefault(key, set()).add(doc.owner_id)
         names = {"$d:" + "-".join(key): owners for key, owners in seen.items()}
         # names no row is routed to (yet)
-        names.setdefault("$d:" + "-".join(str(users[0].pk) if p == "owner_id" else "zz"
+        # (typed as their fields: a name whose pk is not an integer is refused before any rule)
+        names.setdefault("$d:" + "-".join(str(users[0].pk) if p == "owner_id" else
+                                          "999999" if p == "pk" else "zz"
                                           for p in placeholders), set())
         for name, owners in names.items():
             values = dict(zip(placeholders, name[3:].split("-"))) if len(placeholders) > 1 \

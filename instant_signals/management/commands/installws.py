@@ -169,8 +169,9 @@ class Command(BaseCommand):
             self.stdout.write(f"Wrote the Django settings into {target} "
                               f"(import them at the end of settings.py).")
         if env_target is not None:
-            cc.write_private(env_target, cc.env_file_text(values, config_path))
-            self.stdout.write(f"Wrote the settings as environment variables into {env_target}.")
+            changes = cc.write_env(env_target, values, config_path)
+            self.stdout.write(f"Wrote the settings as environment variables into {env_target}: "
+                              f"{changes.summary()}.")
         if target is None and env_target is None:
             self.stdout.write("\n# Django settings (keep the keys secret):")
             for name, value in values.items():
