@@ -8,7 +8,7 @@ publications that could not be delivered) and ``CentrifugoError``.
 
 from .exceptions import CentrifugoError
 from .publishing import apublish, publish
-from .receivers import disable_broadcasts
+from .capture.switch import disable_broadcasts
 from .registry import BroadcastRegistry, broadcast, broadcast_registry
 from .reporting import broadcast_failed
 from .streams import apresence, presence

@@ -1,4 +1,5 @@
-"""The app config: registers the system checks and the ``INSTANT_SIGNALS["MODELS"]`` declarations."""
+"""The app config: registers the system checks, the ``INSTANT_SIGNALS["MODELS"]`` declarations
+and the logout receiver that ends a user's connections."""
 
 from django.apps import AppConfig
 
@@ -10,7 +11,13 @@ class InstantSignalsConfig(AppConfig):
 
     def ready(self) -> None:
         # Imported here, once the models are loaded: the checks read Channel rows.
+        from django.contrib.auth.signals import user_logged_out
+
         from . import checks  # noqa: F401  (registers the system checks)
+        from .access import end_connections_on_logout
         from .registry import broadcast_registry
 
         broadcast_registry.register_from_settings()
+        # Any logout ends the user's Centrifugo connections, whichever view logged out.
+        user_logged_out.connect(end_connections_on_logout,
+                                dispatch_uid="instant_signals.end_connections_on_logout")

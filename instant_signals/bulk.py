@@ -14,7 +14,7 @@ from django.db import models, transaction
 
 from . import tracking
 from .envelope import CREATED, UPDATED
-from .receivers import broadcasting_enabled
+from .capture.switch import broadcasting_enabled
 from .registry import BroadcastRegistry, broadcast_registry
 
 __all__ = ["BroadcastManager", "BroadcastQuerySet", "broadcast_instances"]
@@ -35,7 +35,7 @@ def broadcast_instances(instances: Iterable[models.Model], event: str = UPDATED,
     for instance in instances:
         by_alias.setdefault(using or instance._state.db or "default", []).append((instance, None))
     for alias, rows in by_alias.items():
-        registry.receivers.record_all(rows, event, alias)
+        registry.capture.record_all(rows, event, alias)
         for instance, _ in rows:
             tracking.snapshot(instance, alias)
 
@@ -46,7 +46,7 @@ class BroadcastQuerySet(models.QuerySet[M]):
     registry: BroadcastRegistry = broadcast_registry
 
     def _broadcasts(self) -> bool:
-        return self.registry.is_registered(self.model) and broadcasting_enabled()
+        return self.registry.capture.table.concerns(self.model) and broadcasting_enabled()
 
     def update(self, **kwargs: Any) -> int:
         """``QuerySet.update()`` that publishes ``updated`` for each row (two more queries: the
@@ -58,7 +58,7 @@ class BroadcastQuerySet(models.QuerySet[M]):
             count = super().update(**kwargs)
             after = self.model._base_manager.using(self.db).in_bulk([o.pk for o in before])
             rows = [(after[old.pk], tracking.previous(old)) for old in before if old.pk in after]
-            self.registry.receivers.record_all(rows, UPDATED, self.db)
+            self.registry.capture.record_all(rows, UPDATED, self.db)
         return count
 
     update.alters_data = True  # type: ignore[attr-defined]

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +42,16 @@ def generate_config(
     ``namespaces`` maps a namespace (``task`` for ``$task:42``) to ``{"public": bool,
     "presence": bool}``: only a namespace holding a public channel lets clients subscribe
     without a token (``$`` channels always need one). Channels without a namespace (``public``,
-    ``$staff``; the key ``""``) accept token-less subscriptions to their public names. Every
+    ``$staff``; the key ``""``) accept token-less subscriptions to their public names, and never
+    have presence (a ValueError: it would be on for all of them). Every
     channel keeps a history with recovery, so a reconnecting client catches up.
     """
     recovery = {"history_size": history_size, "history_ttl": history_ttl,
                 "force_recovery": True}
     namespaces = dict(namespaces or {})
-    bare = namespaces.pop("", {})
+    if namespaces.pop("", {}).get("presence"):
+        raise ValueError("presence is enabled per namespace: on channels without one it would be "
+                         "on for all of them; put the channel in a namespace (\"room:lobby\")")
     config: dict[str, Any] = {
         "http_server": {"address": address, "port": port},
         "log": {"level": "info"},
@@ -61,7 +67,6 @@ def generate_config(
                 "allow_subscribe_for_client": True,
                 "allow_subscribe_for_anonymous": True,
                 **recovery,
-                **(_PRESENCE if bare.get("presence") else {}),
             },
             "namespaces": [_namespace(name, needs, recovery)
                            for name, needs in sorted(namespaces.items())],
@@ -188,10 +193,119 @@ def settings_module_text(values: dict[str, Any], config_path: Path) -> str:
 def env_file_text(values: dict[str, Any], config_path: Path) -> str:
     """The settings as ``NAME=value`` lines (for systemd's EnvironmentFile, docker --env-file,
     or ``set -a; . ./centrifugo.env``)."""
-    lines = [f"# Written by `manage.py installws` for the Centrifugo config {config_path}.",
-             "# Keep it out of version control: it holds secrets."]
-    lines += [f"{name}={value}" for name, value in values.items()]
-    return "\n".join(lines) + "\n"
+    return merge_env("", values, config_path)[0]
+
+
+_ENV_LINE = re.compile(r"^(?P<lead>\s*(?:export\s+)?)(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+                       r"(?P<eq>\s*=\s*)(?P<value>.*)$")
+
+
+@dataclass
+class EnvChanges:
+    """What ``merge_env`` did: keys added, updated, kept as they were, and other lines kept."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    other_lines: int = 0
+
+    def summary(self) -> str:
+        parts = [f"{what} {', '.join(names)}" for what, names in
+                 (("added", self.added), ("updated", self.updated)) if names]
+        if self.kept:
+            parts.append(f"kept {', '.join(self.kept)} (unchanged)")
+        parts.append(f"kept {self.other_lines} other line{'s' * (self.other_lines != 1)} "
+                     f"as they were")
+        return "; ".join(parts)
+
+
+def merge_env(text: str, values: dict[str, Any],
+              config_path: Path) -> tuple[str, EnvChanges]:
+    """``text`` (an existing env file) with ``values`` set: a line that sets one of them gets the
+    new value in place (its ``export`` and quotes kept), missing ones are appended; every other
+    line (comments, other keys, multi-line quoted values) is left exactly as it was."""
+    changes = EnvChanges()
+    wanted = {name: str(value) for name, value in values.items()}
+    out: list[str] = []
+    quote: str | None = None  # inside a multi-line quoted value of another key
+    for line in text.splitlines(keepends=True):
+        if quote is not None:
+            if _closes(line.rstrip("\r\n"), quote):
+                quote = None
+            out.append(line)
+            changes.other_lines += 1
+            continue
+        body = line.rstrip("\r\n")
+        found = _ENV_LINE.match(body)
+        if found is None or found["name"] not in wanted:
+            if found is not None:
+                quote = _opens(found["value"])
+            out.append(line)
+            changes.other_lines += 1
+            continue
+        name, raw = found["name"], found["value"]
+        old, quoted = _unquote(raw)
+        new = wanted[name]
+        if old == new:
+            if name not in changes.kept:
+                changes.kept.append(name)
+            out.append(line)
+            continue
+        mark = quoted or ""
+        out.append(f"{found['lead']}{name}{found['eq']}{mark}{new}{mark}{line[len(body):]}")
+        if name not in changes.updated:
+            changes.updated.append(name)
+    missing = [name for name in wanted if name not in changes.updated + changes.kept]
+    if missing:
+        if out and not out[-1].endswith("\n"):
+            out[-1] += "\n"
+        out.append(f"# Written by `manage.py installws` for the Centrifugo config "
+                   f"{config_path}.\n")
+        out.append("# Keep it out of version control: it holds secrets.\n")
+        out += [f"{name}={wanted[name]}\n" for name in missing]
+        changes.added = missing
+    return "".join(out), changes
+
+
+def _unquote(raw: str) -> tuple[str, str | None]:
+    value = raw.strip()
+    if len(value) >= 2 and value[0] in "\"'" and value[-1] == value[0]:
+        return value[1:-1], value[0]
+    return value, None
+
+
+def _opens(raw: str) -> str | None:
+    """The quote a value opens and does not close on its line (a multi-line value), if any."""
+    value = raw.strip()
+    if value[:1] in ("'", '"') and not _closes(value[1:], value[0]):
+        return value[0]
+    return None
+
+
+def _closes(rest: str, quote: str) -> bool:
+    escaped = False
+    for char in rest:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quote == '"':
+            escaped = True
+        elif char == quote:
+            return True
+    return False
+
+
+def write_env(path: Path, values: dict[str, Any], config_path: Path) -> EnvChanges:
+    """Merge ``values`` into the env file at ``path`` (created if missing), atomically, 0600."""
+    try:
+        existing = path.read_text()
+    except FileNotFoundError:
+        existing = ""
+    text, changes = merge_env(existing, values, config_path)
+    if text != existing or stat.S_IMODE(path.stat().st_mode) != 0o600:
+        temporary = path.with_name(f".{path.name}.installws-{os.getpid()}")
+        write_private(temporary, text)
+        os.replace(temporary, path)
+    return changes
 
 
 def binary_record(config_path: Path) -> Path:

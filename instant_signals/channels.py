@@ -7,8 +7,8 @@ import re
 import string
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
-from django.db import models
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import connections, models, router
 
 __all__ = ["ChannelTemplate", "validate_channel"]
 
@@ -36,6 +36,11 @@ def validate_channel(channel: Any) -> str:
     return channel
 
 
+class InvalidChannel(ValueError):
+    """A channel name of a declared shape whose placeholder value cannot be a value of its field
+    (``note:abc`` for an integer pk): no row has it, and no query is made to find out."""
+
+
 def is_private(name: str) -> bool:
     """Whether Centrifugo itself refuses ``name`` without a subscription token."""
     return name.startswith(PRIVATE_PREFIX)
@@ -45,6 +50,63 @@ def namespace_of(name: str) -> str | None:
     """Centrifugo namespace of a channel: ``task`` for ``$task:42``, None for ``public``."""
     bare = name[len(PRIVATE_PREFIX):] if is_private(name) else name
     return bare.split(":", 1)[0] if ":" in bare else None
+
+
+def field_of(model: type[models.Model], name: str) -> models.Field[Any, Any]:
+    """The concrete field ``name`` (a name or attname; ``pk``), followed through foreign keys to
+    the field whose values it holds (``owner`` → the user model's pk)."""
+    attname = attname_of(model, name, model._meta.label)
+    field: Any = next(f for f in model._meta.concrete_fields if f.attname == attname)
+    while getattr(field, "target_field", None) is not None and field.is_relation:
+        field = field.target_field
+    return field  # type: ignore[no-any-return]
+
+
+def typed_value(model: type[models.Model], name: str, text: str) -> Any:
+    """``text`` as a value of field ``name``; ``InvalidChannel`` when it cannot be one, or is
+    not written as ``fill()`` writes it (``+2``, ``02`` or ``1_000`` for 2, 2 and 1000, an
+    upper-case UUID): such a name never receives an event."""
+    field = field_of(model, name)
+    kind = _kind_of(field)
+    try:
+        value = field.to_python(text)
+        field.get_prep_value(value)
+        _check_range(model, field, value)
+    except (ValidationError, ValueError, TypeError, ArithmeticError, OverflowError):
+        raise InvalidChannel(f"{{{name}}} must be {kind}; {text[:40]!r} is not") from None
+    if str(value) != text:
+        raise InvalidChannel(f"{{{name}}} must be {kind} written as {str(value)[:40]!r}, "
+                             f"not {text[:40]!r}")
+    return value
+
+
+def _kind_of(field: Any) -> str:
+    if isinstance(field, (models.IntegerField, models.AutoField)):
+        return "an integer"
+    if isinstance(field, models.UUIDField):
+        return "a UUID (hyphenated, lower case)"
+    if isinstance(field, models.DateTimeField):
+        return "a date and time"
+    if isinstance(field, models.DateField):
+        return "a date (YYYY-MM-DD)"
+    if isinstance(field, models.DecimalField):
+        return "a decimal number"
+    if isinstance(field, (models.FloatField, models.BooleanField)):
+        return f"a {field.get_internal_type().replace('Field', '').lower()}"
+    return f"a value of {type(field).__name__}"
+
+
+def _check_range(model: type[models.Model], field: Any, value: Any) -> None:
+    """Integers outside what the database column holds (SQLite raises OverflowError)."""
+    if not isinstance(field, (models.IntegerField, models.AutoField)) or value is None:
+        return
+    alias = router.db_for_read(model) or "default"
+    try:
+        low, high = connections[alias].ops.integer_field_range(field.get_internal_type())
+    except KeyError:  # a custom integer field: the database decides
+        return
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError("out of range")
 
 
 def attname_of(model: type[models.Model], name: str, where: str) -> str:
@@ -65,6 +127,7 @@ class ChannelTemplate:
     """
 
     def __init__(self, model: type[models.Model], template: str):
+        self.model = model
         self.template = template
         self.parts: list[tuple[str, str | None]] = []  # (literal, attname or None)
         self.placeholders: list[str] = []  # as written: "pk", "owner_id", "owner"
@@ -140,6 +203,12 @@ class ChannelTemplate:
         if any(self.forbidden.intersection(v) for v in values.values()):
             return None  # fill() never makes such a name
         return values
+
+    def typed(self, values: dict[str, str]) -> dict[str, Any]:
+        """``match()``'s values by attname, as values of their fields; ``InvalidChannel`` (with a
+        message naming the placeholder and what it must be) when one cannot be."""
+        return {attname: typed_value(self.model, placeholder, values[placeholder])
+                for placeholder, attname in zip(self.placeholders, self.attnames)}
 
     def __repr__(self) -> str:
         return f"ChannelTemplate({self.template!r})"

@@ -15,13 +15,14 @@ from urllib.parse import urlparse
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import DatabaseError
+from django.urls import NoReverseMatch, reverse
 
-from . import conf, levels
+from . import conf, delivery, levels
+from .bulk import BroadcastQuerySet
 from .channels import is_private
-from .models import Channel
+from .models import Channel, OutboxEntry
 from .registry import broadcast_registry
 
-DELIVERY_MODES = ("on_commit", "outbox")
 FIX_CONFIG = ("run `python manage.py installws` (it keeps your secrets) and restart Centrifugo "
               "(`python manage.py runws`)")
 
@@ -99,8 +100,9 @@ def _check_app_dict() -> list[CheckMessage]:
         errors.append(Error(f"INSTANT_SIGNALS has unknown keys: {', '.join(unknown)}.",
                             hint=f"Known keys: {', '.join(sorted(conf.DEFAULTS))}.",
                             id="instant_signals.E012"))
-    if value.get("DELIVERY", "on_commit") not in DELIVERY_MODES:
-        errors.append(Error(f"INSTANT_SIGNALS['DELIVERY'] must be one of {DELIVERY_MODES}, "
+    modes = delivery.modes()
+    if value.get("DELIVERY", "on_commit") not in modes:
+        errors.append(Error(f"INSTANT_SIGNALS['DELIVERY'] must be one of {modes}, "
                             f"not {value['DELIVERY']!r}.", id="instant_signals.E008"))
     timeout = value.get("TIMEOUT", conf.DEFAULTS["TIMEOUT"])
     if not _timeout_ok(timeout):
@@ -108,7 +110,8 @@ def _check_app_dict() -> list[CheckMessage]:
                             f"(connect, read) pair of them, not {timeout!r}.",
                             id="instant_signals.E009"))
     for key in ("CONNECTION_TOKEN_LIFETIME", "SUBSCRIPTION_TOKEN_LIFETIME", "BATCH_SIZE",
-                "MAX_PAYLOAD_BYTES", "OUTBOX_PARTITIONS", "SUBSCRIBE_MAX_CHANNELS",
+                "MAX_PAYLOAD_BYTES", "OUTBOX_PARTITIONS", "OUTBOX_MAX_ATTEMPTS",
+                "OUTBOX_MAX_AGE", "SUBSCRIBE_MAX_CHANNELS",
                 "COLLECTION_MAX_ROWS"):
         item = value.get(key, conf.DEFAULTS[key])
         if not isinstance(item, int) or isinstance(item, bool) or item <= 0:
@@ -145,6 +148,42 @@ def check_declarations(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
     return messages
 
 
+MANAGER_FIX = ("objects = BroadcastManager() (from instant_signals.bulk import BroadcastManager), or "
+               "a manager of your own built with YourManager.from_queryset(BroadcastQuerySet)")
+
+
+@register()
+def check_managers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Managers of registered models whose ``update()``/``bulk_create()``/``bulk_update()``
+    publish nothing (Django sends no signal for them): W050 the default manager (related
+    managers, ``user.task_set``, are built from it), W051 another manager of the model."""
+    messages: list[CheckMessage] = []
+    for model in broadcast_registry.get_models():
+        default = model._meta.default_manager
+        for manager in model._meta.managers:
+            if isinstance(manager.get_queryset(), BroadcastQuerySet):
+                continue
+            label = model._meta.label
+            if manager is default:
+                messages.append(Warning(
+                    f"{label} is registered with @broadcast, but its default manager "
+                    f"{label}.{manager.name} is not broadcast-aware: {manager.name}.update(), "
+                    f"bulk_create(), bulk_update() and its related managers' update() publish "
+                    f"nothing.",
+                    hint=f"On the model: {MANAGER_FIX}. For a model you don't own, call "
+                         f"instant_signals.bulk.broadcast_instances() after such writes and "
+                         f"silence this warning.",
+                    obj=model, id="instant_signals.W050"))
+            else:
+                messages.append(Warning(
+                    f"{label}.{manager.name} is not broadcast-aware: its update(), "
+                    f"bulk_create() and bulk_update() publish nothing.",
+                    hint=f"Build it from BroadcastQuerySet, e.g. {manager.name} = "
+                         f"YourManager.from_queryset(BroadcastQuerySet)().",
+                    obj=model, id="instant_signals.W051"))
+    return messages
+
+
 def _check_centrifugo_config() -> list[CheckMessage]:
     path = conf.centrifugo_config_path()
     try:
@@ -158,7 +197,7 @@ def _check_centrifugo_config() -> list[CheckMessage]:
     namespaces = {n.get("name"): n for n in (channel or {}).get("namespaces", [])
                   if isinstance(n, dict)}
     namespaces[""] = (channel or {}).get("without_namespace") or {}
-    messages: list[CheckMessage] = []
+    messages: list[CheckMessage] = _check_config_agrees_with_settings(config, path)
     for name, needs in sorted(broadcast_registry.namespaces().items()):
         found = namespaces.get(name)
         if found is None:
@@ -180,6 +219,65 @@ def _check_centrifugo_config() -> list[CheckMessage]:
                 f"presence, which {path} does not enable.", hint=FIX_CONFIG + ".",
                 id="instant_signals.W013"))
     return messages
+
+
+def _check_config_agrees_with_settings(config: Any, path: Any) -> list[CheckMessage]:
+    """The keys Django uses are the ones Centrifugo was configured with, and the site's origins
+    may open a websocket. (Never prints a key.)"""
+    if not isinstance(config, dict):
+        return []
+    client = _section(config, "client")
+    token = _section(client, "token")
+    fix_keys = (f"Load the keys installws wrote (`set -a; . ./.env; set +a`), or run "
+                f"`python manage.py installws --write-env .env` and restart Centrifugo")
+    messages: list[CheckMessage] = []
+    for setting, found, refused, id_ in (
+            ("CENTRIFUGO_API_KEY", _section(config, "http_api").get("key"),
+             "publish() would be refused (401 Unauthorized)", "W015"),
+            ("CENTRIFUGO_HMAC_KEY", token.get("hmac_secret_key"),
+             "Centrifugo would refuse every token (3500 invalid token)", "W016")):
+        mine = getattr(settings, setting, None)
+        if isinstance(found, str) and found and isinstance(mine, str) and mine and mine != found:
+            messages.append(Warning(
+                f"{setting} is not the key of the Centrifugo config {path}: {refused}.",
+                hint=fix_keys + ".", id=f"instant_signals.{id_}"))
+    allowed = client.get("allowed_origins")
+    if isinstance(allowed, list) and "*" not in allowed:
+        missing = [origin for origin in _site_origins() if origin not in allowed]
+        if missing:
+            messages.append(Warning(
+                f"The Centrifugo config {path} does not allow the origin(s) "
+                f"{', '.join(missing)}: browsers on them cannot open the websocket.",
+                hint="Run `python manage.py installws --origin ORIGIN` for each (it keeps "
+                     "your secrets) and restart Centrifugo.", id="instant_signals.W017"))
+    return messages
+
+
+def _section(config: dict[str, Any], name: str) -> dict[str, Any]:
+    found = config.get(name)
+    return found if isinstance(found, dict) else {}
+
+
+def _site_origins() -> list[str]:
+    """The origins the settings name for certain: ``CSRF_TRUSTED_ORIGINS`` without wildcards."""
+    origins = getattr(settings, "CSRF_TRUSTED_ORIGINS", None) or []
+    return [o.rstrip("/") for o in origins if isinstance(o, str) and "*" not in o]
+
+
+@register(Tags.urls)
+def check_urls(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The browser module needs the token endpoints: ``include("instant_signals.urls")``."""
+    try:
+        reverse("instant_signals:get_token")
+    except NoReverseMatch:
+        return [Warning(
+            "instant_signals' URLs are not included: browsers get no tokens (get_token/ "
+            "answers 404) and live pages stay blank.",
+            hint='Add path("instant/", include("instant_signals.urls")) to your ROOT_URLCONF.',
+            id="instant_signals.W014")]
+    except Exception:  # noqa: BLE001 - a broken URLconf is reported by Django's own checks
+        return []
+    return []
 
 
 @register(Tags.database)
@@ -208,6 +306,41 @@ def check_channel_rows(app_configs: Any = None, databases: Any = None,
     return messages
 
 
+@register(Tags.database)
+def check_outbox_rows(app_configs: Any = None, databases: Any = None,
+                      **kwargs: Any) -> list[CheckMessage]:
+    """W040 dead letters in the outbox, W041 its oldest pending row is older than
+    ``OUTBOX_MAX_AGE`` (no relay runs, or it cannot deliver)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    messages: list[CheckMessage] = []
+    for alias in databases or ():
+        rows = OutboxEntry.objects.using(alias)
+        try:
+            dead = rows.dead().count()
+            oldest = rows.pending().order_by("id").values_list("created_at", flat=True).first()
+        except DatabaseError:
+            continue  # not migrated yet
+        if dead:
+            messages.append(Warning(
+                f"The outbox of database {alias!r} holds {dead} dead letter(s): rows Centrifugo "
+                f"refused for good, never sent.",
+                hint="See why in OutboxEntry.objects.dead() (error, attempts); fix the cause, then "
+                     "delete them or clear dead_at to send them again "
+                     "(docs/how-to/durable-delivery.md).", id="instant_signals.W040"))
+        max_age = int(conf.app_setting("OUTBOX_MAX_AGE"))
+        if oldest is not None and oldest < timezone.now() - timedelta(seconds=max_age):
+            messages.append(Warning(
+                f"The oldest pending row of the outbox of database {alias!r} was written at "
+                f"{oldest:%Y-%m-%d %H:%M:%S} UTC, more than OUTBOX_MAX_AGE ({max_age} s) ago.",
+                hint="Is `manage.py relay_outbox` (or Centrifugo's consumer) running and able to "
+                     "reach Centrifugo? Its log says why partitions wait.",
+                id="instant_signals.W041"))
+    return messages
+
+
 @register()
 def check_outbox_sqlite(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """``DELIVERY="outbox"`` on SQLite: the settings that let the site's writers and
@@ -226,7 +359,7 @@ def check_outbox_sqlite(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
     from django.db import connections
 
     try:
-        if conf.app_setting("DELIVERY") != "outbox":
+        if not delivery.is_durable():
             return []
     except Exception:  # noqa: BLE001 - a malformed INSTANT_SIGNALS is reported by E007/E012
         return []

@@ -23,20 +23,29 @@ DEFAULTS: dict[str, Any] = {
     # "on_commit" (default): publish after the transaction commits, batched.
     # "outbox": write rows to the outbox table in the same transaction (durable).
     "DELIVERY": "on_commit",
+    # True: raw saves (``loaddata``) publish nothing. By default they publish like any save.
+    "SKIP_RAW_SAVES": False,
     # Models you don't own: {"auth.User": {"channels": [...], "fields": [...]}}.
     "MODELS": {},
     # (connect, read) seconds for every HTTP call to Centrifugo.
     "TIMEOUT": (1.0, 3.0),
     # JWT lifetimes in seconds; clients refresh through get_token/ and subscribe/. A token
-    # cannot be revoked before it expires: these are the revocation windows.
-    "CONNECTION_TOKEN_LIFETIME": 300,
-    "SUBSCRIPTION_TOKEN_LIFETIME": 300,
+    # cannot be revoked before it expires: these are the revocation windows (a client keeping
+    # its tokens reads until then, plus Centrifugo's expired_close_delay, 25 s). 120 s: measured
+    # ~2 ms per get_token/ and ~1 ms per subscribe/, 10,000 tabs with one private channel keep
+    # a quarter of a core busy (test-artifacts/token-refresh-cost.json; security.md).
+    "CONNECTION_TOKEN_LIFETIME": 120,
+    "SUBSCRIPTION_TOKEN_LIFETIME": 120,
     # Commands per Centrifugo /batch request.
     "BATCH_SIZE": 500,
     # Largest JSON publication accepted before any network call, in bytes.
     "MAX_PAYLOAD_BYTES": 256 * 1024,
     # Partitions of the outbox (durable mode).
     "OUTBOX_PARTITIONS": 1,
+    # Retryable answers a durable row may get before it becomes a dead letter (durable mode).
+    "OUTBOX_MAX_ATTEMPTS": 20,
+    # Seconds the oldest pending outbox row may wait before `check --database` warns (W041).
+    "OUTBOX_MAX_AGE": 300,
     # The JSON login/ endpoint; False for sites with their own login (tokens follow the session).
     "LOGIN_VIEW": True,
     # Most channels the list form of subscribe/ signs in one request (more: HTTP 400).

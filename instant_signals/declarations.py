@@ -17,6 +17,8 @@ in it.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, NamedTuple
 
@@ -24,7 +26,8 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import DatabaseError, connections, models, transaction
 
 from . import levels, tracking
-from .channels import ChannelTemplate, attname_of, is_private, validate_channel
+from .channels import (ChannelTemplate, InvalidChannel, attname_of, is_private,
+                       validate_channel)
 from .envelope import CREATED, DELETED, EVENTS, UPDATED
 from .fragments import build_options
 from .options import Authorize, BroadcastOptions, Condition, QuerysetHook, Router, Serializer
@@ -177,11 +180,23 @@ class Declaration:
 
     # -- the initial load of a channel -------------------------------------------------------------
     def template_of(self, name: str) -> tuple[ChannelTemplate, dict[str, str]] | None:
-        """The template that makes channel ``name``, with its placeholder values."""
+        """The template that makes channel ``name``, with its placeholder values (strings).
+
+        ``InvalidChannel`` when a template of its shape matches but a value cannot be one of its
+        field (``note:abc`` for an integer pk): checked before any query."""
+        invalid: InvalidChannel | None = None
         for template in self.templates:
             params = template.match(name)
-            if params is not None:
-                return template, params
+            if params is None:
+                continue
+            try:
+                template.typed(params)
+            except InvalidChannel as exc:
+                invalid = invalid or exc
+                continue
+            return template, params
+        if invalid is not None:
+            raise invalid
         return None
 
     def rows(self, request: Any, name: str,
@@ -191,7 +206,8 @@ class Declaration:
 
         The ``queryset(request, **placeholders)`` hook (default: the placeholders as filters,
         ``model._default_manager.filter(owner_id=..)``) gives the candidates; ``condition`` and
-        routing then decide, as for events, so a row is listed only where an event would go."""
+        routing then decide, as for events, so a row is listed only where an event would go.
+        ``InvalidChannel`` as for ``template_of``."""
         found = self.template_of(name)
         if found is None:
             return [], False
@@ -199,8 +215,7 @@ class Declaration:
         if self.queryset is not None:
             candidates = self.queryset(request, **params)
         else:
-            candidates = self.model._default_manager.filter(
-                **dict(zip(template.attnames, params.values())))
+            candidates = self.model._default_manager.filter(**template.typed(params))
         out = []
         loaded = list(candidates[:limit + 1])
         for instance in loaded[:limit]:
@@ -213,18 +228,24 @@ class Declaration:
     def may_read(self, user: Any, name: str) -> bool | None:
         """Whether ``user`` may read channel ``name``; None when it is not one of this
         declaration's channels (a callable router's names never are: a ``Channel`` row decides)."""
+        invalid = False
         for template in self.templates:
             params = template.match(name)
             if params is None:
                 continue
             if template.is_static:
                 return self._static_rule(user, name)
+            try:  # before any rule or query: "$task:abc" names no row of an integer pk
+                typed = template.typed(params)
+            except InvalidChannel:
+                invalid = True
+                continue
             if not template.private:
                 return True
             if not getattr(user, "is_authenticated", False):
                 return False
-            return self._instance_rule(template, user, params)
-        return None
+            return self._instance_rule(template, user, params, typed)
+        return False if invalid else None
 
     def user_channels(self, user: Any) -> list[tuple[str, str]]:
         """(name, level) of this declaration's channels ``user`` may read that can be listed:
@@ -255,7 +276,10 @@ class Declaration:
             return _safely(self.authorize, user, label=self.label, channel=name)
         return False
 
-    def _instance_rule(self, template: ChannelTemplate, user: Any, params: dict[str, str]) -> bool:
+    def _instance_rule(self, template: ChannelTemplate, user: Any, params: dict[str, str],
+                       typed: dict[str, Any]) -> bool:
+        """``params``: the placeholder values as written (what a callable rule gets); ``typed``:
+        the same by attname, as values of their fields (already checked)."""
         if callable(self.authorize):
             return _safely(self.authorize, user, label=self.label, channel=template.template,
                            **params)
@@ -268,7 +292,7 @@ class Declaration:
         manager = self.model._default_manager
         try:
             with _savepoint(manager.db):
-                owner = manager.filter(**by_attname).values_list(self.authorize, flat=True).first()
+                owner = manager.filter(**typed).values_list(self.authorize, flat=True).first()
         except (ValueError, TypeError, ArithmeticError, ValidationError, DatabaseError):
             return False  # "$task:abc" for an integer pk; one too large for the database
         return owner is not None and str(owner) == str(user.pk)
@@ -291,13 +315,61 @@ class _Nothing:
 
 def _safely(rule: Callable[..., Any], user: Any, *, label: str, channel: str,
             **params: str) -> bool:
-    """A callable authorize rule; one that raises denies (and is logged), never a 500."""
+    """A callable authorize rule; one that raises denies (and is logged, rate-limited: any
+    logged-in user can make a rule raise at will), never a 500."""
     try:
         return bool(rule(user, **params))
-    except Exception:  # noqa: BLE001 - a failing rule must deny, not break the request
-        logger.warning("instant_signals: the authorize rule of %s raised for channel %r; "
-                       "access denied", label, channel, exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - a failing rule must deny, not break the request
+        rule_failures.report(rule, exc, label=label, channel=channel)
         return False
+
+
+RULE_FAILURE_LOG_INTERVAL = 60.0
+"""Seconds between two log lines about one rule failing with one exception type."""
+_clock = time.monotonic
+
+
+class RuleFailures:
+    """Logs a raising rule once per (rule, exception type): the first time with its traceback,
+    then at most one line per ``RULE_FAILURE_LOG_INTERVAL`` that counts the failures left out."""
+
+    MAX_KEYS = 1000  # rules x exception types is bounded by code; this bounds it anyway
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str, str], list[float]] = {}  # key -> [logged at, left out]
+
+    def report(self, rule: Callable[..., Any], exc: Exception, *, label: str,
+               channel: str) -> None:
+        name = getattr(rule, "__qualname__", None) or repr(rule)
+        cause = type(exc).__name__
+        key = (label, name, cause)
+        now = _clock()
+        with self._lock:
+            state = self._seen.get(key)
+            if state is not None and now - state[0] < RULE_FAILURE_LOG_INTERVAL:
+                state[1] += 1
+                return
+            if state is None and len(self._seen) >= self.MAX_KEYS:
+                self._seen.clear()
+            left_out = int(state[1]) if state is not None else 0
+            self._seen[key] = [now, 0]
+        if state is None:
+            logger.warning("instant_signals: the authorize rule of %s (%s) raised %s for channel "
+                           "%r; access denied (logged once per %.0f s per rule and cause)",
+                           label, name, cause, channel, RULE_FAILURE_LOG_INTERVAL, exc_info=exc)
+        else:
+            logger.warning("instant_signals: the authorize rule of %s (%s) raised %s again for "
+                           "channel %r; access denied (%d more times since the last line)",
+                           label, name, cause, channel, left_out)
+
+    def forget(self) -> None:
+        """Start over (tests)."""
+        with self._lock:
+            self._seen.clear()
+
+
+rule_failures = RuleFailures()
 
 
 def _checked_name(name: Any, label: str) -> str | None:
@@ -407,6 +479,8 @@ def declare(model: type[models.Model], options: BroadcastOptions, *,
                        f'authorize="<field pointing at the user>" or authorize=callable(user, '
                        f"**placeholders)")
 
+    _check_presence(presence, templates, router, fail)
+
     static = frozenset(t.template for t in templates if t.is_static)
     concrete = tuple(f.attname for f in model._meta.concrete_fields)
     if router is not None or condition is not None or serializer is not None:
@@ -447,6 +521,26 @@ def _check_authorize(model: type[models.Model], authorize: Any,
                 f"matching row would grant every matching row's events. Put the owner in the "
                 f"channel name (e.g. \"$...:{{{authorize}}}:...\") or route by a unique field.")
     return attname
+
+
+def _check_presence(presence: bool, templates: tuple[ChannelTemplate, ...],
+                    router: Router | None, fail: Callable[[str], ImproperlyConfigured]) -> None:
+    """Centrifugo enables presence per namespace: ``presence=True`` must name channels that are
+    each in a namespace, or it would be on for every channel without one."""
+    if not presence:
+        return
+    if router is not None:
+        raise fail("presence=True needs channel names or templates (\"room:{pk}\"): with a "
+                   "callable router installws cannot tell which namespace to enable it on")
+    for template in templates:
+        if template.namespace is None:
+            bare = template.template.lstrip("$")
+            raise fail(
+                f"presence=True on {template.template!r}, a channel without a namespace: "
+                f"Centrifugo turns presence on per namespace, so it would be on for every "
+                f"channel without one. Put the channel in a namespace of its own, e.g. "
+                f'"room:{bare}" (or "$room:{bare}"), or declare presence in a separate '
+                f"@broadcast for the namespaced channels only")
 
 
 def _identifies_one_row(model: type[models.Model], attnames: Iterable[str]) -> bool:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-# Centrifugo codes worth retrying: internal (100), not available (108).
-RETRYABLE_CODES = frozenset({100, 108})
+# Centrifugo codes worth retrying, the ones Centrifugo marks temporary: internal (100), too many
+# requests (111). 108 "not available" (e.g. presence on a channel without it) is permanent.
+# The one list: CentrifugoError.retryable reads it, docs/reference/publish.md shows it (tested).
+RETRYABLE_CODES = frozenset({100, 111})
 UNKNOWN_CHANNEL = 102
 """Centrifugo's "unknown channel": the channel's namespace is not in its config."""
 

@@ -17,6 +17,7 @@ No request, no user, no context processors: a channel's HTML holds only what its
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import string
@@ -46,6 +47,9 @@ DEFAULT_TARGET = "{model_name}_{pk}"
 DEFAULT_CONTAINER = "{model_name}_list"
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+#: Shortest request id that gets a tag: shorter ones could be guessed (and replayed).
+MIN_TAGGED_ID = 16
+_TAG_PREFIX = b"instant_signals request tag\x00"
 _request_id: ContextVar[str | None] = ContextVar("instant_signals_request_id", default=None)
 
 
@@ -148,6 +152,20 @@ def clean_request_id(value: Any) -> str | None:
     return None
 
 
+def request_tag(value: str | None) -> str | None:
+    """What refresh signals and fragments publish of the request id ``value`` (``request_tag``):
+    the first 32 hex digits of SHA-256 over a fixed prefix and the id; None for no id or one
+    shorter than ``MIN_TAGGED_ID`` characters.
+
+    Every reader of a channel sees the tag, never the id. Sending the tag back as a request id
+    makes the server publish the tag of the tag, which matches nothing: to make another tab skip
+    a change as its own one needs that tab's id, a preimage of the tag. The tab that made the id
+    up computes the same hash (``stream.js``, ``requestTag``) and recognizes its own changes."""
+    if not value or len(value) < MIN_TAGGED_ID:
+        return None
+    return hashlib.sha256(_TAG_PREFIX + value.encode()).hexdigest()[:32]
+
+
 @contextmanager
 def request_id(value: str | None) -> Iterator[None]:
     """Publish the changes committed in this block with ``value`` as their request id (e.g. in a
@@ -198,14 +216,15 @@ def render_fragment(options: HtmlOptions, context: dict[str, Any],
 
 class Batch:
     """The HTML publications of one batch of changes (one transaction, after commit): a refresh
-    signal goes once per channel, templates are looked up once, the request id is read once.
+    signal goes once per channel, templates are looked up once, the request id is read (and
+    tagged) once.
 
     ``publications(change)`` yields ``(channel, envelope, encoded envelope, event id)``;
     ``delivery.commands`` makes them server API commands."""
 
     def __init__(self, site: str | None):
         self.site = site
-        self.request_id = current_request_id()
+        self.request_tag = request_tag(current_request_id())
         self.refreshed: set[str] = set()
         self.templates: dict[str, Any] = {}
 
@@ -263,8 +282,8 @@ class Batch:
 
     def _publish(self, change: Any, channel: str, event: str, data: dict[str, Any],
                  event_id: str) -> Iterator[tuple[str, dict[str, Any], str, str]]:
-        if self.request_id:
-            data["request_id"] = self.request_id
+        if self.request_tag:
+            data["request_tag"] = self.request_tag
         label = change.declaration.label
         payload: dict[str, Any] = {"channel": channel}
         if self.site:

@@ -37,7 +37,10 @@ Refreshes. ``@broadcast(..., refresh=True)`` publishes a page-refresh signal ins
 The tab whose own request made the change does not refresh: ``RequestIdMiddleware`` (or the
 ``capture_request_id`` view decorator) reads the request id Turbo 8 sends
 (``X-Turbo-Request-Id``) or the one ``stream.js`` adds to htmx requests
-(``X-Instant-Request-Id``); it is published with the signal, and the tab that sent it ignores it.
+(``X-Instant-Request-Id``). The signal carries its ``request_tag`` (a SHA-256 of the id, see
+``request_tag``), never the id: only the tab that made the id up can match the tag, and an
+observer who sends a tag back as a request id gets a different tag published -- it cannot make
+another user's tab skip a change.
 
 Options, rendering and publications live in ``instant_signals.fragments`` (below the registry);
 this module is the public side: the middleware, the view decorator, markup helpers for views and
@@ -58,7 +61,7 @@ from .declarations import pk_of
 from .envelope import UPDATED
 from .fragments import (
     INSERT_ACTIONS, REFRESH, HtmlOptions, clean_request_id, context_of, current_request_id,
-    render_fragment, request_id,
+    render_fragment, request_id, request_tag,
 )
 from .registry import broadcast_registry
 from .serialization import field_view
@@ -71,7 +74,7 @@ if TYPE_CHECKING:
 __all__ = [
     "REQUEST_ID_HEADERS", "HtmlOptions", "RequestIdMiddleware", "capture_request_id",
     "clean_request_id", "current_request_id", "htmx_oob", "render_row", "request_id",
-    "request_id_of", "turbo_stream",
+    "request_id_of", "request_tag", "turbo_stream",
 ]
 
 #: Request headers that carry a page's request id: Turbo 8's, then the one stream.js sets.
@@ -92,8 +95,8 @@ def request_id_of(request: Any) -> str | None:
 
 class RequestIdMiddleware:
     """Carries the page's request id (``X-Turbo-Request-Id`` / ``X-Instant-Request-Id``) into the
-    refresh signals and fragments of the changes the request commits, so the tab that made a
-    change does not refresh itself. Put it anywhere in ``MIDDLEWARE``; it also covers
+    refresh signals and fragments of the changes the request commits, as its ``request_tag``, so
+    the tab that made a change does not refresh itself. Put it anywhere in ``MIDDLEWARE``; it also covers
     ``ATOMIC_REQUESTS`` (whose commit happens after the view returns)."""
 
     sync_capable = True

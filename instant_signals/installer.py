@@ -37,12 +37,15 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import urllib3
+
+from instant_signals.progress import Progress  # absolute: the installer also runs as a file
 
 logger = logging.getLogger("instant_signals.installer")
 
@@ -154,13 +157,16 @@ def find_or_install(
     release_base_url: str | None = None,
     download: bool = True,
     build: bool = True,
+    progress: Progress | None = None,
 ) -> Path:
     """Return the path of a Centrifugo binary of ``version``, installing it if needed.
 
     ``download=False`` skips the release archive, ``build=False`` skips ``go install``; by
     default a failed download falls back to building. ``release_base_url`` (or
     ``CENTRIFUGO_RELEASE_URL``) replaces the GitHub releases URL, e.g. with a mirror.
+    ``progress`` shows a person what a download or a build is doing (nothing without it).
     """
+    progress = progress or Progress(verbosity=0)
     explicit = binary or os.environ.get("CENTRIFUGO_BINARY")
     if explicit:
         found = binary_version(explicit)
@@ -182,13 +188,15 @@ def find_or_install(
     if download:
         base = release_base_url or os.environ.get("CENTRIFUGO_RELEASE_URL") or RELEASE_BASE_URL
         try:
-            return download_release(version, target, base)
+            return download_release(version, target, base, progress=progress)
         except ChecksumError:
             raise  # corrupted or tampered with: refuse loudly, do not build around it
         except InstallError as exc:
             tried.append(f"download: {exc}")
             if go:
                 logger.warning("download failed: %s; building with go install (a few minutes)", exc)
+                progress.line(f"The download failed ({exc}); building Centrifugo {version} with "
+                              f"go install instead (a few minutes the first time).")
             else:
                 logger.warning("download failed: %s", exc)
     else:
@@ -196,7 +204,7 @@ def find_or_install(
     if build:
         if go:
             try:
-                return go_install(version, target, go=go)
+                return go_install(version, target, go=go, progress=progress)
             except InstallError as exc:
                 tried.append(f"go install: {exc}")
                 logger.warning("go install failed: %s", exc)
@@ -219,7 +227,8 @@ def find_or_install(
     )
 
 
-def download_release(version: str, target: Path, base_url: str) -> Path:
+def download_release(version: str, target: Path, base_url: str, *,
+                     progress: Progress | None = None) -> Path:
     """Download the release archive, verify its sha256, install its binary into ``target``.
 
     The expected sha256 is the one pinned in :data:`RELEASE_SHA256`. Without a pinned entry it is
@@ -243,7 +252,7 @@ def download_release(version: str, target: Path, base_url: str) -> Path:
             raise InstallError(f"{asset} is not listed in the release's checksums file")
         source = f"from {sums_name}"
     logger.info("downloading Centrifugo %s: %s/%s", version, base, asset)
-    archive = fetch(f"{base}/{asset}")
+    archive = fetch(f"{base}/{asset}", progress=progress, label=f"downloading {asset}")
     actual = hashlib.sha256(archive).hexdigest()
     if actual != expected.lower():
         raise ChecksumError(
@@ -270,37 +279,66 @@ def _checksum_from_file(text: str, asset: str) -> str | None:
     return None
 
 
-def go_install(version: str, target: Path, *, go: str = "go") -> Path:
+def go_install(version: str, target: Path, *, go: str = "go",
+               progress: Progress | None = None) -> Path:
     """Build Centrifugo from source with ``go install`` (minutes the first time).
 
     The version is stamped in the way Centrifugo's release builds do it, so ``centrifugo
-    version`` prints it instead of 0.0.0.
+    version`` prints it instead of 0.0.0. ``-v`` makes Go name each package it compiles: they
+    are counted on ``progress`` while the build runs.
     """
-    command = [go, "install", f"-ldflags=-X {GO_VERSION_VARIABLE}={version}",
+    progress = progress or Progress(verbosity=0)
+    command = [go, "install", "-v", f"-ldflags=-X {GO_VERSION_VARIABLE}={version}",
                f"{GO_MODULE}@v{version}"]
     with tempfile.TemporaryDirectory() as gobin:
         env = {**os.environ, "GOBIN": gobin}
         logger.info("building Centrifugo %s with go install (a few minutes): %s", version,
                     " ".join(command))
-        try:
-            result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=gobin,
-                                    timeout=GO_INSTALL_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise InstallError(f"`go install` did not finish in {GO_INSTALL_TIMEOUT} s") from None
-        except OSError as exc:
-            raise InstallError(f"cannot run {go}: {exc}") from None
+        progress.line(f"Building Centrifugo {version}: {' '.join(command)}")
+        returncode, output = _run_streaming(command, env, gobin, progress)
         built = Path(gobin) / "centrifugo"
-        if result.returncode != 0 or not built.is_file():
-            raise InstallError(
-                f"`go install {GO_MODULE}@v{version}` failed:\n{result.stderr[-2000:]}"
-            )
+        if returncode != 0 or not built.is_file():
+            raise InstallError(f"`go install {GO_MODULE}@v{version}` failed:\n{output[-2000:]}")
         reported = binary_version(built)
         if reported != version:
             raise InstallError(f"the binary built by `go install` reports version {reported}, "
                                f"not {version}")
         _install_bytes(built.read_bytes(), target)
     logger.info("installed Centrifugo %s (built with go install) into %s", version, target)
+    progress.line(f"Built Centrifugo {version}: {target}")
     return target
+
+
+def _run_streaming(command: list[str], env: dict[str, str], cwd: str,
+                   progress: Progress) -> tuple[int, str]:
+    """Run ``go install -v``, counting the packages it names on ``progress`` as they come;
+    its exit code and its output (the tail of which explains a failure)."""
+    try:
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, errors="replace")
+    except OSError as exc:
+        raise InstallError(f"cannot run {command[0]}: {exc}") from None
+    lines: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            name = line.strip()
+            if name and " " not in name:  # a package path; anything else is a message
+                progress.count("building Centrifugo: packages compiled", len(lines), name)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        returncode = process.wait(timeout=GO_INSTALL_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise InstallError(f"`go install` did not finish in {GO_INSTALL_TIMEOUT} s") from None
+    finally:
+        reader.join(timeout=5)
+    return returncode, "".join(lines)
 
 
 def _pool_for(url: str) -> urllib3.PoolManager:
@@ -329,17 +367,30 @@ def _pool_for(url: str) -> urllib3.PoolManager:
     return urllib3.PoolManager(**options)
 
 
-def fetch(url: str) -> bytes:
-    """GET ``url`` (following redirects) and return the body; any failure is an InstallError."""
+def fetch(url: str, *, progress: Progress | None = None, label: str = "") -> bytes:
+    """GET ``url`` (following redirects) and return the body; any failure is an InstallError.
+    With ``progress``, the body is read in chunks and its bytes are shown as they arrive."""
     with _pool_for(url) as pool:
         try:
-            response = pool.request("GET", url)
+            response = pool.request("GET", url, preload_content=False)
+            try:
+                if response.status != 200:
+                    raise InstallError(f"cannot fetch {url}: HTTP {response.status}")
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                body = bytearray()
+                for chunk in response.stream(256 * 1024):
+                    body += chunk
+                    if progress is not None:
+                        progress.amount(label or url, len(body), total)
+            finally:
+                response.release_conn()
         except urllib3.exceptions.HTTPError as exc:
             reason = getattr(exc, "reason", None) or exc
             raise InstallError(f"cannot fetch {url}: {reason}") from None
-        if response.status != 200:
-            raise InstallError(f"cannot fetch {url}: HTTP {response.status}")
-        return response.data
+        if progress is not None and label:
+            progress.line(f"{label}: {len(body) / 1e6:.1f} MB")
+        return bytes(body)
 
 
 def _install_bytes(content: bytes, target: Path) -> None:
@@ -371,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry chatter; failures are ours
     try:
-        path = find_or_install(args.version, download=not args.no_download, build=not args.no_build)
+        path = find_or_install(args.version, download=not args.no_download,
+                               build=not args.no_build, progress=Progress(sys.stderr))
     except InstallError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -84,17 +84,42 @@ class Channel(models.Model):
         super().save(*args, **kwargs)
 
 
+class OutboxQuerySet(models.QuerySet["OutboxEntry"]):
+    """``OutboxEntry.objects``: pending rows and dead letters."""
+
+    def pending(self) -> OutboxQuerySet:
+        """Rows waiting to be sent."""
+        return self.filter(dead_at__isnull=True)
+
+    def dead(self) -> OutboxQuerySet:
+        """Dead letters: rows Centrifugo refused for good (``error`` says why), oldest first.
+        The relay never sends them again; delete them, or clear ``dead_at`` to retry one."""
+        return self.filter(dead_at__isnull=False).order_by("id")
+
+
 class OutboxEntry(models.Model):
-    """A server API command waiting to be sent (durable delivery mode).
+    """A server API command waiting to be sent (durable delivery mode), or a dead letter.
 
     The table has Centrifugo's outbox shape, so Centrifugo's own PostgreSQL consumer can drain
-    it; on other databases ``manage.py relay_outbox`` does.
+    it; on other databases ``manage.py relay_outbox`` does. The relay's own columns
+    (``attempts``, ``error``, ``dead_at``) are nullable, so rows written by other programs in
+    Centrifugo's shape are valid.
     """
 
     method = models.TextField(default="publish")
     payload = models.JSONField()
     partition = models.IntegerField(default=0, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    attempts = models.PositiveIntegerField(
+        null=True, blank=True, help_text=_("Failed attempts so far (empty: none)."))
+    error = models.TextField(  # noqa: DJ001 - NULL: written by a program that only knows
+        null=True, blank=True,  # Centrifugo's four columns
+        help_text=_("Centrifugo's answer to the last attempt: [code] message."))
+    dead_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text=_("Set when the row will not be tried again (a dead letter)."))
+
+    objects = OutboxQuerySet.as_manager()
 
     class Meta:
         db_table = "instant_signals_outbox"

@@ -2,9 +2,10 @@
 
 One ``BroadcastRegistry`` object serves the decorator and the ``INSTANT_SIGNALS["MODELS"]``
 setting (for models you don't own). Options are validated and frozen into a ``Declaration``
-when a model is registered; the registry connects its own ``post_save``/``post_delete``
-receivers with ``sender`` and a ``dispatch_uid`` made from its identity, and keeps the
-snapshots of previous values that ``updated`` events need.
+when a model is registered; the registry pushes each model's declarations down into its own
+capture (``capture.signals.SignalCapture``: the signal receivers, connected with a
+``dispatch_uid`` made from the registry's identity, and the snapshots ``updated`` events need),
+which never calls back up.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from typing import Any, Callable, Iterator, TypeVar
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
-from django.db.models.signals import post_delete, post_save
 
-from . import conf, options, tracking
+from . import conf, options
+from .capture import collector
+from .capture.changes import changes_of
+from .capture.signals import SignalCapture
 from .channels import ChannelTemplate
-from .declarations import Change, Declaration, Seen, declare, pk_of
+from .declarations import Change, Declaration, declare
+from .envelope import DELETED
 from .options import BroadcastOptions, takes_options
-from .envelope import CREATED, DELETED, UPDATED
-from .receivers import Receivers, next_version
 
 M = TypeVar("M", bound=models.Model)
 _ids = itertools.count(1)
@@ -35,7 +37,8 @@ class BroadcastRegistry:
     def __init__(self) -> None:
         self._declarations: dict[type[models.Model], tuple[Declaration, ...]] = {}
         self.uid = next(_ids)
-        self.receivers = Receivers(self.changes)
+        self.capture = SignalCapture(str(self.uid))
+        collector.install()
 
     # -- registration -----------------------------------------------------------------------
     @takes_options(BroadcastOptions)
@@ -56,24 +59,14 @@ class BroadcastRegistry:
         """Add a built declaration (refused when it conflicts with one already registered)."""
         model = declaration.model
         self._refuse_conflicts(declaration)
-        known = self._declarations.get(model, ())
-        self._declarations[model] = known + (declaration,)
-        tracking.track(model, self, {a for d in self._declarations[model] for a in d.tracked})
-        if not known:
-            uid = self._dispatch_uid(model)
-            post_save.connect(self.receivers.post_save, sender=model, weak=False,
-                              dispatch_uid=f"{uid}.post_save")
-            post_delete.connect(self.receivers.post_delete, sender=model, weak=False,
-                                dispatch_uid=f"{uid}.post_delete")
+        self._declarations[model] = self._declarations.get(model, ()) + (declaration,)
+        self.capture.declare(model, self._declarations[model])
 
     def unregister(self, model: type[models.Model]) -> None:
         """Forget every declaration of ``model`` and disconnect its receivers."""
         if self._declarations.pop(model, None) is None:
             return
-        uid = self._dispatch_uid(model)
-        post_save.disconnect(sender=model, dispatch_uid=f"{uid}.post_save")
-        post_delete.disconnect(sender=model, dispatch_uid=f"{uid}.post_delete")
-        tracking.untrack(model, self)
+        self.capture.declare(model, ())
 
     def is_registered(self, model: type[models.Model]) -> bool:
         """Whether ``model`` has at least one declaration in this registry."""
@@ -118,29 +111,12 @@ class BroadcastRegistry:
     # -- what a change publishes --------------------------------------------------------------
     def changes(self, instance: models.Model, event: str,
                 previous: dict[str, Any] | None = None) -> list[Change]:
-        """What every declaration of the instance's model makes of ``event``. ``previous``: the
-        row's values before (default: its snapshot). Internal: the receivers call it."""
-        declarations = self._declarations.get(type(instance), ())
-        if not declarations:
-            return []
-        pk = pk_of(instance)
-        version = next_version()
-        if event != CREATED and previous is None:
-            previous = tracking.previous(instance)
-        out = []
-        before: Seen | None
-        after: Seen | None
-        for d in declarations:
-            if event == CREATED:
-                before, after = None, d.seen(instance, CREATED)
-            else:
-                if previous is not None:
-                    before = d.seen_before(instance, previous, event)
-                else:  # never loaded here (built by hand): take it as unchanged
-                    before = d.seen(instance, event)
-                after = None if event == DELETED else d.seen(instance, UPDATED)
-            out.append(Change(d, pk, before, after, version))
-        return out
+        """What the declarations that a write of the instance's class concerns make of
+        ``event`` (its own, its concrete model's, its parents'). ``previous``: the row's values
+        before (default: its snapshot). Internal: the capture modes call it."""
+        table = self.capture.table
+        applies = table.for_delete if event == DELETED else table.for_save
+        return changes_of(applies(type(instance)).declarations, instance, event, previous)
 
     # -- readers ------------------------------------------------------------------------------
     def may_read(self, user: Any, name: str) -> bool | None:
@@ -178,9 +154,6 @@ class BroadcastRegistry:
                 yield declaration, template
 
     # -- internals ----------------------------------------------------------------------------
-    def _dispatch_uid(self, model: type[models.Model]) -> str:
-        return f"instant_signals.registry{self.uid}.{model._meta.label_lower}"
-
     def _refuse_conflicts(self, new: Declaration) -> None:
         where = f"@broadcast on {new.label}"
         for old, template in self.templates():

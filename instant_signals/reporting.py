@@ -26,11 +26,12 @@ broadcast_failed = Signal()
 
 
 class Stats:
-    """Process-wide counters: ``published``, ``failed``, ``requests`` (HTTP calls to Centrifugo)."""
+    """Process-wide counters: ``published``, ``failed``, ``requests`` (HTTP calls to Centrifugo),
+    ``dead`` (outbox rows moved to the dead-letter state; also counted in ``failed``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts = {"published": 0, "failed": 0, "requests": 0}
+        self._counts = {"published": 0, "failed": 0, "requests": 0, "dead": 0}
 
     def add(self, name: str, n: int = 1) -> None:
         """Add ``n`` to counter ``name`` (thread-safe)."""

@@ -89,10 +89,14 @@ class Tracker:
                 deep.append(name)
         self.attnames, self.deep, self.files = names, tuple(deep), tuple(files)
 
-    def take(self, instance: models.Model, segment: Segment | None = None) -> None:
-        """Remember the tracked values as they are now (just loaded, or saved in ``segment``)."""
+    def take(self, instance: models.Model, segment: Segment | None = None,
+             stored: dict[str, Any] | None = None) -> None:
+        """Remember the tracked values as they are now (just loaded, or saved in ``segment``);
+        ``stored``: values the database holds for fields the instance holds an expression for."""
         current = instance.__dict__
         values = {name: current[name] for name in self.attnames if name in current}
+        if stored:
+            values.update((k, v) for k, v in stored.items() if k in values)
         for name in self.deep:  # JSONField and the like may be changed in place later
             if name in values:
                 values[name] = copy.deepcopy(values[name])
@@ -169,12 +173,14 @@ def untrack(model: type[models.Model], owner: object) -> None:
         del _trackers[model]
 
 
-def snapshot(instance: models.Model, using: str | None = None) -> None:
-    """Take a new snapshot of ``instance`` after a save (or a bulk write) on database ``using``."""
+def snapshot(instance: models.Model, using: str | None = None,
+             stored: dict[str, Any] | None = None) -> None:
+    """Take a new snapshot of ``instance`` after a save (or a bulk write) on database ``using``;
+    ``stored``: the values the database stored for fields assigned an expression."""
     tracker = _trackers.get(type(instance))
     if tracker is not None:
         segment = current_segment(connections[using]) if using is not None else None
-        tracker.take(instance, segment)
+        tracker.take(instance, segment, stored)
 
 
 def previous(instance: models.Model) -> dict[str, Any] | None:

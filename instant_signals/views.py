@@ -24,8 +24,9 @@ from django.utils.decorators import decorator_from_middleware
 from django.views.decorators.csrf import csrf_exempt
 
 from . import conf, tokens
-from .access import can_read, disconnect_user, readable_channels
-from .channels import validate_channel
+from .access import can_read, readable_channels
+from .channels import InvalidChannel, is_private, validate_channel
+from .declarations import Declaration
 from .exceptions import CentrifugoError
 from .registry import broadcast_registry
 from .streams import stream_position
@@ -141,10 +142,9 @@ def login_view(request: HttpRequest) -> HttpResponse:
 
 @_json_view(("POST",))
 def logout_view(request: HttpRequest) -> HttpResponse:
-    user_id = tokens.user_sub(request.user)
+    # Django's user_logged_out signal ends the user's websocket connections (access.py), as it
+    # does for every other logout of the site: one disconnect, not two.
     logout(request)
-    if user_id:  # end the websocket connections that still carry this user's tokens
-        disconnect_user(user_id, reason="logged out")
     return JsonResponse({"ok": True})
 
 
@@ -209,9 +209,14 @@ def collection_view(request: HttpRequest) -> HttpResponse:
         validate_channel(name)
     except ValueError as exc:
         return error(400, "bad_request", f'"channel": {exc}')
+    try:
+        declarations = _collection_declarations(name)
+    except InvalidChannel as exc:
+        if not is_private(name):  # a private name's shape is not told to who may not read it
+            return error(400, "invalid_channel", f"{name[:80]!r}: {exc}")
+        declarations = []
     if not can_read(request.user, name):
         return error(403, "channel_not_allowed", f"you may not read {name!r}")
-    declarations = [d for d in broadcast_registry.declarations() if d.template_of(name)]
     if not declarations:
         return error(404, "not_a_collection",
                      f"{name!r} is not a channel declared with @broadcast")
@@ -227,3 +232,18 @@ def collection_view(request: HttpRequest) -> HttpResponse:
         rows += [{"model": declaration.label, "pk": pk, "fields": fields} for pk, fields in found]
         truncated |= more
     return JsonResponse({"channel": name, **position, "rows": rows, "truncated": truncated})
+
+
+def _collection_declarations(name: str) -> list[Declaration]:
+    """The declarations whose templates make ``name``; ``InvalidChannel`` when only templates
+    whose placeholder values do not fit their fields match it."""
+    found, invalid = [], None
+    for declaration in broadcast_registry.declarations():
+        try:
+            if declaration.template_of(name):
+                found.append(declaration)
+        except InvalidChannel as exc:
+            invalid = invalid or exc
+    if not found and invalid is not None:
+        raise invalid
+    return found

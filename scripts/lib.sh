@@ -37,15 +37,22 @@ python_for() {
   return 1
 }
 
-# ensure_venv DIR REQUIREMENT... : a virtualenv with the project installed (editable) and pinned.
+# ensure_venv DIR GROUPS [REQUIREMENT...] : a virtualenv with the project installed (editable),
+# the comma-separated dependency groups of pyproject.toml ("" for none; pip 25.1+ reads them,
+# so pip is upgraded first) and the extra requirements (pins such as Django~=5.2.0).
 ensure_venv() {
-  local venv="$1"; shift
+  local venv="$1" groups="$2"; shift 2
   if [ ! -x "$venv/bin/python" ]; then
     log "creating $venv with $(python_for "${PYTHON_VERSION:-}")"
     "$(python_for "${PYTHON_VERSION:-}")" -m venv "$venv"
   fi
   log "installing Python packages into $venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$@"
+  local pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
+  "$venv/bin/python" -c 'import sys, pip; sys.exit(tuple(map(int, pip.__version__.split(".")[:2])) < (25, 1))' \
+    || "${pip[@]}" "pip>=25.1"
+  local args=(-e .) group
+  for group in ${groups//,/ }; do args+=(--group "$group"); done
+  "${pip[@]}" "${args[@]}" "$@"
 }
 
 # The browser client: package-lock.json's centrifuge, sha512-checked, copied by

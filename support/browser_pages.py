@@ -6,7 +6,7 @@ on a SQLite file (WAL) with the settings of ``tests/settings.py`` plus the Centr
 started, and runs code against the same database in child processes (``run``, ``spawn``).
 
 This module is also the child's ``ROOT_URLCONF``: ``instant/`` (instant_signals.urls),
-``admin/``, ``static/`` (the package's static files, with the import map's client) and ``/``, a
+``admin/``, ``accounts/logout/`` (Django's ``LogoutView``), ``static/`` (the package's static files, with the import map's client) and ``/``, a
 page that loads the browser module and exposes it as ``window.instantModule``.
 """
 
@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from django.contrib import admin
+from django.contrib.auth.views import LogoutView
 from django.http import FileResponse, Http404, HttpResponse
 from django.urls import include, path
 
@@ -68,6 +69,7 @@ def static_file(request: Any, name: str) -> FileResponse:
 urlpatterns = [
     path("instant/", include("instant_signals.urls")),
     path("admin/", admin.site.urls),
+    path("accounts/logout/", LogoutView.as_view(next_page="/")),  # the site's own logout
     path("static/<path:name>", static_file),
     path("", page),
 ]

@@ -197,12 +197,15 @@ class LockErrorLog(logging.Handler):
         self.first = self.first or text[:500]
 
 
-def start_centrifugo(binary: str | os.PathLike, workdir: Path, **options: Any) -> CentrifugoProcess:
-    """Centrifugo with the config installws would write for the declarations registered now."""
+def start_centrifugo(binary: str | os.PathLike, workdir: Path, *,
+                     client: dict[str, Any] | None = None, **options: Any) -> CentrifugoProcess:
+    """Centrifugo with the config installws would write for the declarations registered now;
+    ``client`` adds keys to its ``client`` section (e.g. ``recovery_max_publication_limit``)."""
     from instant_signals.centrifugo_config import generate_config, write_config
     from instant_signals.registry import broadcast_registry
 
     options.setdefault("namespaces", broadcast_registry.namespaces())
     config = generate_config(port=free_port(), **options)
+    config["client"].update(client or {})
     path = write_config(workdir / f"centrifugo-{config['http_server']['port']}.json", config)
     return CentrifugoProcess(binary, path).start()

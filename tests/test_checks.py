@@ -86,7 +86,9 @@ def test_config_drift_is_reported(settings, tmp_path):
     assert [m for m in check_declarations() if m.id.startswith("instant_signals.W01")
             and m.id != "instant_signals.W010"] == []  # no file: nothing to compare
     write_config(tmp_path / "config.json",
-                 generate_config(namespaces={**broadcast_registry.namespaces()}))
+                 generate_config(namespaces={**broadcast_registry.namespaces()},
+                                 api_key=settings.CENTRIFUGO_API_KEY,
+                                 hmac_key=settings.CENTRIFUGO_HMAC_KEY))
     assert [m.id for m in check_declarations() if m.id != "instant_signals.W010"] == []
     broadcast_registry.register(Plain, channels=["$plainspace:{pk}"], fields=["name"],
                                 authorize=lambda user, pk: True)
@@ -105,3 +107,54 @@ def test_settings_are_read_when_used(settings):
     assert conf.api_url() == "http://rt.local:9000/api"
     settings.CENTRIFUGO_API_URL = "http://other/api/"
     assert conf.api_url() == "http://other/api"
+
+
+def test_keys_that_are_not_the_configs_are_reported_without_showing_them(settings, tmp_path):
+    """A stale .env: Django's keys differ from the ones installws wrote for Centrifugo."""
+    from instant_signals.centrifugo_config import generate_config, write_config
+
+    settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS,
+                                "CENTRIFUGO_CONFIG": str(tmp_path / "config.json")}
+    config = generate_config(namespaces={**broadcast_registry.namespaces()})  # fresh keys
+    write_config(tmp_path / "config.json", config)
+    found = {m.id: m for m in check_declarations()}
+    assert "401" in found["instant_signals.W015"].msg
+    assert "invalid token" in found["instant_signals.W016"].msg
+    assert "installws --write-env" in found["instant_signals.W015"].hint
+    shown = " ".join(m.msg + (m.hint or "") for m in found.values())
+    for secret in (config["http_api"]["key"], config["client"]["token"]["hmac_secret_key"],
+                   settings.CENTRIFUGO_API_KEY, settings.CENTRIFUGO_HMAC_KEY):
+        assert secret not in shown
+    settings.CENTRIFUGO_API_KEY = config["http_api"]["key"]
+    settings.CENTRIFUGO_HMAC_KEY = config["client"]["token"]["hmac_secret_key"]
+    assert {"instant_signals.W015", "instant_signals.W016"} & {m.id for m in check_declarations()} == set()
+
+
+def test_site_origins_missing_from_the_config_are_reported(settings, tmp_path):
+    from instant_signals.centrifugo_config import generate_config, write_config
+
+    settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS,
+                                "CENTRIFUGO_CONFIG": str(tmp_path / "config.json")}
+    write_config(tmp_path / "config.json", generate_config(
+        namespaces={**broadcast_registry.namespaces()}, api_key=settings.CENTRIFUGO_API_KEY,
+        hmac_key=settings.CENTRIFUGO_HMAC_KEY, allowed_origins=["https://app.example"]))
+    settings.CSRF_TRUSTED_ORIGINS = ["https://app.example", "https://admin.example/",
+                                     "https://*.example"]
+    origins = [m for m in check_declarations() if m.id == "instant_signals.W017"]
+    assert len(origins) == 1 and "https://admin.example" in origins[0].msg
+    assert "app.example," not in origins[0].msg and "*" not in origins[0].msg
+    settings.CSRF_TRUSTED_ORIGINS = ["https://app.example"]
+    assert [m for m in check_declarations() if m.id == "instant_signals.W017"] == []
+
+
+def test_urls_not_included_are_reported(settings):
+    from instant_signals.checks import check_urls
+
+    assert check_urls() == []
+    settings.ROOT_URLCONF = __name__
+    found = check_urls()
+    assert [m.id for m in found] == ["instant_signals.W014"]
+    assert 'include("instant_signals.urls")' in found[0].hint
+
+
+urlpatterns: list = []  # this module as a URLconf without instant_signals' URLs

@@ -36,13 +36,14 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import ARTIFACTS, need
-from tests.test_first_hour import CHROMIUM, Site, chromium, readme_block  # noqa: F401
+from tests.test_first_hour import (  # noqa: F401
+    CHROMIUM, Site, chromium, follow_readme, readme_block, readme_blocks)
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
 TUTORIAL = DOCS / "tutorial.md"
 # The README blocks tests/test_first_hour.py runs, in the order a reader meets them.
-README_BLOCKS = ["install", "settings", "urls", "model", "template", "commands", "shell"]
+README_BLOCKS = ["install", "app", "settings", "urls", "model", "template", "commands", "shell"]
 # Tutorial blocks nobody needs to run: making the virtualenv the README's pip runs in.
 NOT_RUN = {"python -m venv .venv\n. .venv/bin/activate\n"}
 PASSWORD = "ann-tutorial-pw"
@@ -87,8 +88,8 @@ def kind_of(block: Block) -> str:
 def test_the_tutorial_includes_exactly_the_readme_blocks_of_the_first_hour_test(built_site):
     text = TUTORIAL.read_text()
     assert SNIPPET.findall(text) == README_BLOCKS
-    first_hour = (REPO / "tests" / "test_first_hour.py").read_text()
-    assert set(re.findall(r'readme_block\("([a-z_]+)"\)', first_hour)) == set(README_BLOCKS)
+    # test_first_hour follows every README block in this order (follow_readme and LATER).
+    assert [b.name for b in readme_blocks()] == README_BLOCKS
     # The built page shows the README's code itself, not a copy that could drift.
     page = visible_text((built_site["dir"] / "tutorial" / "index.html").read_text())
     for name in README_BLOCKS:
@@ -334,15 +335,8 @@ def test_parts_two_and_three_run_in_a_fresh_project(tmp_path, chromium):
     try:
         # Part 1, as the README and the first-hour test have it (this project, this venv).
         site.terminal(blocks[kinds.index("terminal")])
-        settings = site.project / "mysite" / "settings.py"
-        settings.write_text(settings.read_text() + "\n" + readme_block("settings"))
-        site.write(blocks[kinds.index("append")], append=True)
-        urls = site.project / "mysite" / "urls.py"
-        urls.write_text(urls.read_text() + "\n" + readme_block("urls"))
-        (site.project / "todo" / "models.py").write_text(readme_block("model"))
-        template = site.project / "todo" / "templates" / "todo" / "tasks.html"
-        template.parent.mkdir(parents=True)
-        template.write_text(readme_block("template"))
+        follow_readme(site.project, site.python, site.env,
+                      install=lambda line: None)  # this venv has the package
         for line in readme_block("commands").strip().splitlines():
             site.run(line)
         site.wait_until_live()

@@ -19,7 +19,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,13 +33,62 @@ CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.slow
 
 
+BLOCK = re.compile(r'<!-- --8<-- \[start:(?P<name>[a-z_]+)\] -->\n'
+                   r'```(?P<lang>[a-z]*)(?: title="(?P<title>[^"]*)")?\n(?P<code>.*?)```\n'
+                   r'<!-- --8<-- \[end:(?P=name)\] -->', re.S)
+# The blocks a user types into a terminal once the servers are set up: the test runs them.
+LATER = ("commands", "shell")
+
+
+@dataclass
+class ReadmeBlock:
+    name: str
+    lang: str
+    title: str  # where a file block goes: "todo/models.py", "settings.py (at the end)"
+    code: str
+
+
+def readme_blocks() -> list[ReadmeBlock]:
+    """README.md's marked blocks, in the order a reader meets them."""
+    return [ReadmeBlock(m["name"], m["lang"], m["title"] or "", m["code"])
+            for m in BLOCK.finditer((REPO / "README.md").read_text())]
+
+
 def readme_block(name: str) -> str:
     """The code of README block ``name`` (between its snippet markers), without the fence."""
-    text = (REPO / "README.md").read_text()
-    found = re.search(rf"<!-- --8<-- \[start:{name}\] -->\n```[a-z]*\n(.*?)```\n"
-                      rf"<!-- --8<-- \[end:{name}\] -->", text, re.S)
+    found = [b.code for b in readme_blocks() if b.name == name]
     assert found, f"README.md has no block {name!r}"
-    return found.group(1)
+    return found[0]
+
+
+def follow_readme(project: Path, python: Path, env: dict[str, str], *, install: Any) -> None:
+    """Do what the README says up to its server commands, literally and in its order: run its
+    terminal blocks, write each file block where its title says (``settings.py`` and ``urls.py``
+    are the project's own). ``install(line)`` runs the ``pip install`` line. A block the README
+    does not say what to do with fails the test: every step a user needs is in the README."""
+    package = project / project.name
+    for block in readme_blocks():
+        if block.name in LATER:
+            continue
+        if block.lang == "bash":
+            for line in block.code.strip().splitlines():
+                if line.startswith("pip install"):
+                    install(line)
+                    continue
+                words = shlex.split(line)
+                assert words[:2] == ["python", "manage.py"], line
+                result = subprocess.run([str(python), *words[1:]], cwd=project, env=env,
+                                        capture_output=True, text=True, timeout=300)
+                assert result.returncode == 0, f"{line}\n{result.stdout}{result.stderr}"
+            continue
+        assert block.title, f"README block {block.name!r} does not say which file it goes in"
+        name = block.title.removesuffix(" (at the end)")
+        target = (package if name in ("settings.py", "urls.py") else project) / name
+        if block.title.endswith(" (at the end)"):
+            target.write_text(target.read_text() + "\n" + block.code)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(block.code)
 
 
 @pytest.fixture(scope="module")
@@ -59,30 +110,26 @@ def site(wheel, tmp_path_factory):
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    install = readme_block("install").strip()
-    assert install == "pip install django-instant-signals"
-    pip = subprocess.run([str(python), "-m", "pip", "install", "-q",
-                          "--disable-pip-version-check", str(wheel)],
-                         capture_output=True, text=True, timeout=900)
-    assert pip.returncode == 0, pip.stderr[-3000:]
+
+    def install(line: str) -> None:  # the README's pip line, with the wheel for the index
+        assert line == "pip install django-instant-signals"
+        if (venv / "bin" / "django-admin").exists():
+            return  # installed already, for the project the README starts from
+        pip = subprocess.run([str(python), "-m", "pip", "install", "-q",
+                              "--disable-pip-version-check", str(wheel)],
+                             capture_output=True, text=True, timeout=900)
+        assert pip.returncode == 0, pip.stderr[-3000:]
+
     env = {k: v for k, v in os.environ.items()
            if k not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH", "CENTRIFUGO_BINARY")}
     env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
     project = root / "mysite"
     project.mkdir()
+    # The user's existing project ("in an existing project", the README says).
+    install("pip install django-instant-signals")
     subprocess.run([str(venv / "bin" / "django-admin"), "startproject", "mysite", str(project)],
                    check=True, env=env)
-    subprocess.run([str(python), "manage.py", "startapp", "todo"], cwd=project, check=True,
-                   env=env)
-    settings = project / "mysite" / "settings.py"
-    settings.write_text(settings.read_text() + "\n" + readme_block("settings")
-                        + '\nINSTALLED_APPS += ["todo"]  # the app of the model\n')
-    urls = project / "mysite" / "urls.py"
-    urls.write_text(urls.read_text() + "\n" + readme_block("urls"))
-    (project / "todo" / "models.py").write_text(readme_block("model"))
-    template = project / "todo" / "templates" / "todo" / "tasks.html"
-    template.parent.mkdir(parents=True)
-    template.write_text(readme_block("template"))
+    follow_readme(project, python, env, install=install)
     return {"root": root, "project": project, "python": python, "env": env}
 
 

@@ -19,6 +19,7 @@ Counts of generated requests are written to test-artifacts/hostile.json (README 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import jwt
@@ -28,7 +29,7 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings as hsettings
 from hypothesis import strategies as st
 
-from instant_signals import CentrifugoError, publish
+from instant_signals import CentrifugoError, conf, publish
 from instant_signals import client as http_client
 from instant_signals.models import Channel
 from tests.conftest import ARTIFACTS
@@ -86,7 +87,8 @@ def world(django_user_model, settings):
     Task.objects.create(title="orphan")
     names = [c.name for c in Channel.objects.all()]
     names += [f"$task:{t.pk}" for t in tasks] + ["$task:999", "$task:abc", "$task:", "$task:1:2",
-                                                  "$task:+2", "$task:99999999999999999999999"]
+                                                  "$task:+2", "$task:02", "$task:1_0",
+                                                  "$task:99999999999999999999999"]
     names += [f"$user:{u.pk}" for u in users[1:]] + ["$user:0", "$user:", "$board:main",
                                                      "$board:x:y", "tasks", "$users_feed",
                                                      "$", "$$users", "news ", " news"]
@@ -114,11 +116,10 @@ def may_read(world, user, name: str) -> bool:
     if name == "$users_feed":  # auth.User from settings, level="staff"
         return staff
     if name.startswith("$task:") and len(name) > 6:
-        try:
-            pk = int(name[6:])
-        except ValueError:
+        # Only the pk as events name it: "$task:+2" or "$task:02" is not task 2's channel.
+        if not re.fullmatch(r"0|-?[1-9][0-9]*", name[6:]):
             return False
-        return authed and world["task_owner"].get(pk, -1) == user.pk
+        return authed and world["task_owner"].get(int(name[6:]), -1) == user.pk
     if name.startswith("$user:") and len(name) > 6:
         return authed and name[6:] == str(user.pk)
     if name.startswith("$board:") and len(name) > 7:
@@ -239,7 +240,7 @@ def test_subscribe_never_grants_a_channel_the_user_may_not_read(world, data):
         assert may_read(world, user, name), f"{sub_of(user)!r} got a token for {name!r}"
         claims = decode(token_value)
         assert claims["sub"] == sub_of(user) and claims["channel"] == name
-        assert claims["exp"] - claims["iat"] == 300
+        assert claims["exp"] - claims["iat"] == conf.app_setting("SUBSCRIPTION_TOKEN_LIFETIME")
     well_formed = method == "POST" and (not csrf or with_token)
     if not well_formed:
         assert status in (403, 405) and granted == []
@@ -442,3 +443,310 @@ def test_multipart_post_with_csrf_token_is_a_json_4xx(world, path):
 def test_non_finite_floats_are_refused_before_the_network(world, value):
     with pytest.raises(ValueError):
         publish("news", data={"v": value})
+
+
+# -- collection/: every declared channel shape, typed placeholders ----------------------------------
+#
+# A registry of its own (the views and access checks are pointed at it for these tests), with a
+# channel of every shape a declaration can have: static public and private, per-row public and
+# private, integer pks, a unique slug, a foreign key id in the name, two placeholders, a UUID
+# field, a date field, a callable rule. The oracle below reads the rows with its own queries and
+# decides with its own parsing of the names; it never asks the package.
+
+import datetime as _dt  # noqa: E402
+import re as _re  # noqa: E402
+import uuid as _uuid  # noqa: E402
+from urllib.parse import quote as _quote  # noqa: E402
+
+from instant_signals.registry import BroadcastRegistry  # noqa: E402
+from tests.conftest import start_centrifugo, use_server  # noqa: E402
+from tests.testapp.models import Doc, Item, staff_may_read  # noqa: E402
+
+SHAPES = {
+    "docs": dict(model=Doc, channels=["docs"], fields=["id", "title"]),
+    "$staffdocs": dict(model=Doc, channels=["$staffdocs"], fields=["id", "title"], level="staff"),
+    "doc:{pk}": dict(model=Doc, channels=["doc:{pk}"], fields=["id", "title"]),
+    "$doc:{pk}": dict(model=Doc, channels=["$doc:{pk}"], fields=["id", "title", "body"],
+                      authorize="owner"),
+    "slug:{slug}": dict(model=Doc, channels=["slug:{slug}"], fields=["id", "slug"]),
+    "$owner:{owner}": dict(model=Doc, channels=["$owner:{owner}"], fields=["id", "title"],
+                           authorize="owner"),
+    "byowner:{owner_id}": dict(model=Doc, channels=["byowner:{owner_id}"], fields=["id"]),
+    "pair:{status}:{title}": dict(model=Doc, channels=["pair:{status}:{title}"],
+                                  fields=["id", "status", "title"]),
+    "item:{uid}": dict(model=Item, channels=["item:{uid}"], fields=["id", "uid"]),
+    "day:{day}": dict(model=Item, channels=["day:{day}"], fields=["id", "day"]),
+    "$board:{board}": dict(model=Item, channels=["$board:{board}"], fields=["id", "board"],
+                           authorize=staff_may_read),
+}
+INT64 = 2 ** 63
+
+
+@pytest.fixture(scope="module")
+def shapes_registry():
+    registry = BroadcastRegistry()
+    for options in SHAPES.values():
+        options = dict(options)
+        registry.register(options.pop("model"), **options)
+    yield registry
+    registry.unregister(Doc)
+    registry.unregister(Item)
+
+
+@pytest.fixture(scope="module")
+def shapes_centrifugo(centrifugo_binary, tmp_path_factory, shapes_registry):
+    """Centrifugo with the namespaces installws would write for these declarations."""
+    server = start_centrifugo(centrifugo_binary, tmp_path_factory.mktemp("shapes"),
+                              namespaces=shapes_registry.namespaces())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def shapes(world, shapes_registry, shapes_centrifugo, settings, monkeypatch):
+    from instant_signals import access, views
+
+    use_server(settings, shapes_centrifugo)
+    monkeypatch.setattr(views, "broadcast_registry", shapes_registry)
+    monkeypatch.setattr(access, "broadcast_registry", shapes_registry)
+    users = world["users"]
+    for n in range(6):
+        Doc.objects.create(title=f"d{n % 3}", status="ab"[n % 2], slug=f"s-{n}" if n < 5 else None,
+                           owner=users[1 + n % 4] if n % 3 else None, body=f"secret {n}")
+    for n in range(4):
+        Item.objects.create(board="main" if n % 2 else "side",
+                            day=_dt.date(2024, 1 + n, 5) if n < 3 else None)
+    Channel.objects.create(name="plainrow", level="public")
+    docs = list(Doc.objects.order_by("pk"))
+    items = list(Item.objects.order_by("pk"))
+    return {"users": users, "docs": docs, "items": items}
+
+
+_CANONICAL_INT = _re.compile(r"^(0|-?[1-9][0-9]*)$")
+
+
+def _int_value(text: str) -> int | None:
+    if not _CANONICAL_INT.match(text) or not -INT64 <= int(text) < INT64:
+        return None
+    return int(text)
+
+
+def _uuid_value(text: str):
+    try:
+        value = _uuid.UUID(text)
+    except ValueError:
+        return None
+    return value if str(value) == text else None
+
+
+def _date_value(text: str):
+    try:
+        value = _dt.date.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.isoformat() == text else None
+
+
+def collection_oracle(shapes, user, name: str) -> tuple[int, list | None]:
+    """(status, sorted [(model, pk)] for a 200) for ``collection/?channel=name``, decided from
+    the names' shapes and the rows, independently of the package."""
+    if not valid_name(name):
+        return 400, None
+    authed = user is not None and user.is_authenticated
+    docs, items = shapes["docs"], shapes["items"]
+
+    def rows(found, model="testapp.doc"):
+        return 200, sorted((model, row.pk) for row in found)
+
+    prefix, _, rest = name.partition(":")
+    if name == "docs":
+        return rows(docs)
+    if name == "$staffdocs":
+        return rows(docs) if authed and (user.is_staff or user.is_superuser) else (403, None)
+    if name == "plainrow":  # a Channel row, not declared with @broadcast
+        return 404, None
+    if not rest:
+        return 403, None
+    if prefix == "doc":
+        pk = _int_value(rest)
+        return (400, None) if pk is None else rows(d for d in docs if d.pk == pk)
+    if prefix == "$doc":
+        pk = _int_value(rest)
+        owned = [d for d in docs if d.pk == pk and authed and d.owner_id == user.pk]
+        return rows(owned) if owned else (403, None)
+    if prefix == "slug":
+        return rows(d for d in docs if d.slug == rest)
+    if prefix == "$owner":
+        if not (authed and rest == str(user.pk)):
+            return 403, None
+        return rows(d for d in docs if d.owner_id == user.pk)
+    if prefix == "byowner":
+        pk = _int_value(rest)
+        return (400, None) if pk is None else rows(d for d in docs if d.owner_id == pk)
+    if prefix == "pair":
+        parts = rest.split(":")
+        if len(parts) != 2 or not all(parts):
+            return 403, None  # not a name the template makes: undeclared
+        return rows(d for d in docs if [d.status, d.title] == parts)
+    if prefix == "item":
+        uid = _uuid_value(rest)
+        return (400, None) if uid is None else rows((i for i in items if i.uid == uid),
+                                                    "testapp.item")
+    if prefix == "day":
+        day = _date_value(rest)
+        return (400, None) if day is None else rows((i for i in items if i.day == day),
+                                                    "testapp.item")
+    if prefix == "$board":
+        # staff_may_read: is_staff (a superuser without it is refused)
+        return rows((i for i in items if i.board == rest), "testapp.item") if (
+            authed and user.is_staff) else (403, None)
+    return 403, None
+
+
+def placeholder_values(shapes) -> st.SearchStrategy[str]:
+    docs, items, users = shapes["docs"], shapes["items"], shapes["users"]
+    known = ([str(d.pk) for d in docs] + [d.slug for d in docs if d.slug]
+             + [str(u.pk) for u in users[1:]] + [str(i.uid) for i in items]
+             + [str(i.day) for i in items if i.day] + ["main", "side", "a", "b", "d0", "d1"])
+    tricky = ["abc", "1e3", "1.5", "+1", "01", "-1", "0", "1_0", "0x1f", " 1", "1 ", "١",
+              str(INT64), str(INT64 - 1), str(-INT64), str(-INT64 - 1), "9" * 40, "NaN", "inf",
+              "True", str(items[0].uid).upper(), items[0].uid.hex, "{%s}" % items[0].uid,
+              "2024-02-30", "2024-1-5", "20240105", "0000-01-01", "2024-01-05T00:00",
+              "a:b", "a:", ":b", "%00", "\x00", "é", "a b", "$", "null"]
+    return st.one_of(
+        st.sampled_from(known), st.sampled_from(known), st.sampled_from(tricky),
+        st.integers(min_value=-2 ** 70, max_value=2 ** 70).map(str),
+        st.uuids().map(str), st.dates().map(str),
+        st.text(max_size=12),
+        st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=12),
+    )
+
+
+@st.composite
+def collection_names(draw, shapes):
+    prefixes = ["doc", "$doc", "slug", "$owner", "byowner", "pair", "item", "day", "$board",
+                "docs", "$staffdocs", "nope", "$nope"]
+    kind = draw(st.sampled_from(["one", "one", "one", "two", "static", "text"]))
+    if kind == "static":
+        return draw(st.sampled_from(["docs", "$staffdocs", "plainrow", "doc", "doc:", "$doc:",
+                                     "pair:a", "pair:a:b:c", "", "docs ", "a" * 256]))
+    if kind == "text":
+        return draw(st.text(max_size=30))
+    prefix = draw(st.sampled_from(prefixes))
+    values = [draw(placeholder_values(shapes)) for _ in range(1 if kind == "one" else 2)]
+    return ":".join([prefix, *values])
+
+
+def get_collection(client, method: str, query: str):
+    response = client.generic(method, "/instant/collection/?" + query)
+    COUNTS["/instant/collection/"] += 1
+    assert response.status_code != 500, response.content[:300]
+    assert 200 <= response.status_code < 500, response.status_code
+    assert response["Content-Type"].startswith("application/json"), response.content[:200]
+    return response, (json.loads(response.content) if method != "HEAD" else None)
+
+
+@pytest.mark.parametrize("value", ["abc", "1e3", "1.5", "+1", "01", "9" * 30, "1_0"])
+def test_collection_of_a_public_per_row_channel_with_a_malformed_pk_is_a_json_400(
+        shapes, value):
+    response, answer = get_collection(Client(raise_request_exception=False), "GET",
+                                      f"channel={_quote('doc:' + value)}")
+    assert response.status_code == 400, answer
+    assert answer["error"] == "invalid_channel"
+    assert "pk" in answer["detail"] and "integer" in answer["detail"], answer
+
+
+@hsettings(max_examples=600, **PROFILE)
+@given(data=st.data())
+def test_collection_answers_every_name_as_the_oracle_says(shapes, data):
+    user = data.draw(st.sampled_from(shapes["users"]))
+    name = data.draw(collection_names(shapes))
+    extra = data.draw(st.lists(st.tuples(st.sampled_from(["channel", "limit", "since", "x"]),
+                                         st.text(max_size=8)), max_size=3))
+    method = data.draw(st.sampled_from(["GET"] * 8 + METHODS))
+    client = Client(raise_request_exception=False)
+    if user is not None:
+        client.force_login(user)
+    # The last "channel" parameter is the one read (QueryDict.get); extras come before it.
+    pairs = [(k, v) for k, v in extra] + [("channel", name)]
+    query = "&".join(f"{_quote(k, safe='')}={_quote(v, safe='')}" for k, v in pairs)
+    response, answer = get_collection(client, method, query)
+    if method != "GET":
+        assert response.status_code == 405
+        return
+    status, expected = collection_oracle(shapes, user, name)
+    assert response.status_code == status, (name, answer)
+    COUNTS[f"collection: {status}"] += 1
+    if status == 200:
+        assert answer["channel"] == name and answer["truncated"] is False
+        assert sorted((r["model"], r["pk"]) for r in answer["rows"]) == expected, name
+        COUNTS["collection: 200 with rows"] += bool(expected)
+    elif status == 400 and valid_name(name):
+        assert answer["error"] == "invalid_channel", answer
+
+
+# -- a rule that raises: denied in JSON, logged a bounded number of times ----------------------------
+
+def project_rule(user, status):
+    """Like the issue's rule: the value is looked up in a field of another type (an integer pk),
+    so a name that fits the channel's field (a CharField) still makes the rule raise."""
+    return Doc.objects.filter(pk=status, owner=user).exists()
+
+
+def other_rule(user, status):
+    raise KeyError(status)
+
+
+@pytest.fixture
+def raising(world, shapes_registry, shapes_centrifugo, settings, monkeypatch):
+    from instant_signals import access, declarations, views
+
+    registry = BroadcastRegistry()
+    registry.register(Doc, channels=["$proj:{status}"], fields=["id"], authorize=project_rule)
+    registry.register(Doc, channels=["$other:{status}"], fields=["id"], authorize=other_rule)
+    use_server(settings, shapes_centrifugo)
+    monkeypatch.setattr(views, "broadcast_registry", registry)
+    monkeypatch.setattr(access, "broadcast_registry", registry)
+    now = [1000.0]  # the limiter's clock, moved by the test: no dependence on machine speed
+    monkeypatch.setattr(declarations, "_clock", lambda: now[0])
+    declarations.rule_failures.forget()
+    yield now
+    declarations.rule_failures.forget()
+    registry.unregister(Doc)
+
+
+def test_a_raising_rule_is_denied_in_json_and_logged_a_bounded_number_of_times(
+        world, raising, caplog):
+    from instant_signals.declarations import RULE_FAILURE_LOG_INTERVAL
+
+    client = Client(raise_request_exception=False)
+    client.force_login(world["users"][1])
+    caplog.set_level("WARNING", logger="instant_signals")
+    for n in range(1000):
+        name = f"$proj:abc{n}"
+        if n % 2:
+            response, answer = send(client, "POST", "/instant/subscribe/",
+                                    json.dumps({"channel": name}).encode())
+        else:
+            response, answer = get_collection(client, "GET", f"channel={_quote(name)}")
+        assert response.status_code == 403 and answer["error"] == "channel_not_allowed"
+    # (django.request logs each 403 as a one-line warning of its own: Django's, not counted.)
+    records = [r for r in caplog.records if r.name == "instant_signals"]
+    assert len(records) == 1, [r.getMessage() for r in records]
+    first = records[0].getMessage()
+    assert "project_rule" in first and "ValueError" in first and "testapp.doc" in first
+    assert records[0].exc_info is not None  # the first one shows where the rule failed
+
+    # Another cause, another rule: a line of its own (each first time), not suppressed.
+    send(client, "POST", "/instant/subscribe/", json.dumps({"channel": "$other:x"}).encode())
+    records = [r for r in caplog.records if r.name == "instant_signals"]
+    assert len(records) == 2 and "KeyError" in records[1].getMessage()
+
+    # Past the interval: one line that counts what was left out, without a traceback.
+    raising[0] += RULE_FAILURE_LOG_INTERVAL
+    for n in range(5):
+        send(client, "POST", "/instant/subscribe/", json.dumps({"channel": "$proj:x"}).encode())
+    records = [r for r in caplog.records if r.name == "instant_signals"]
+    last = records[-1]
+    assert len(records) == 3 and last.exc_info is None
+    assert "999 more times" in last.getMessage(), last.getMessage()

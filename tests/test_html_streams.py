@@ -241,26 +241,43 @@ def test_request_id_goes_from_the_request_into_the_signal(declare, reader, setti
     watcher = reader("plain_refresh", "plain_html")
     browser = Client()
 
-    browser.post("/plain/", {"name": "turbo"}, HTTP_X_TURBO_REQUEST_ID="9f1c-turbo-id")
-    browser.post("/plain/", {"name": "htmx"}, HTTP_X_INSTANT_REQUEST_ID="htmx-id-42")
+    turbo_id, htmx_id = "9f1c2a7e-turbo-request-id", "htmx-id-42-0123456789"
+    browser.post("/plain/", {"name": "turbo"}, HTTP_X_TURBO_REQUEST_ID=turbo_id)
+    browser.post("/plain/", {"name": "htmx"}, HTTP_X_INSTANT_REQUEST_ID=htmx_id)
     browser.post("/plain/", {"name": "forged"}, HTTP_X_INSTANT_REQUEST_ID="<script>" * 3)
     browser.post("/plain/", {"name": "none"})
-    got = watcher.wait_for(4, channel="plain_refresh")
-    assert [d.get("request_id") for d in data_of(got)] == ["9f1c-turbo-id", "htmx-id-42",
-                                                           None, None]
-    fragments = watcher.wait_for(8, channel="plain_html")
-    assert [d.get("request_id") for d in data_of(fragments)][:4] == ["9f1c-turbo-id"] * 2 + [
-        "htmx-id-42"] * 2
+    browser.post("/plain/", {"name": "short"}, HTTP_X_INSTANT_REQUEST_ID="guessable")
+    got = watcher.wait_for(5, channel="plain_refresh")
+    # the tag of the id is published, never the id itself; a short (guessable) id gets none
+    assert [d.get("request_tag") for d in data_of(got)] == [
+        html.request_tag(turbo_id), html.request_tag(htmx_id), None, None, None]
+    assert not any("request_id" in d for d in data_of(got))
+    assert turbo_id not in json.dumps(got) and htmx_id not in json.dumps(got)
+    fragments = watcher.wait_for(10, channel="plain_html")
+    assert [d.get("request_tag") for d in data_of(fragments)][:4] == [
+        html.request_tag(turbo_id)] * 2 + [html.request_tag(htmx_id)] * 2
 
     # Without the middleware: the view decorator, and the context manager for other code.
     settings.MIDDLEWARE = settings.MIDDLEWARE[:-1]
     browser = Client()  # a client loads the middleware once
-    browser.post("/decorated/", {"name": "decorated"}, HTTP_X_TURBO_REQUEST_ID="decorated-1")
-    browser.post("/plain/", {"name": "undecorated"}, HTTP_X_TURBO_REQUEST_ID="lost")
-    with html.request_id("task-7"):
+    browser.post("/decorated/", {"name": "decorated"},
+                 HTTP_X_TURBO_REQUEST_ID="decorated-request-1")
+    browser.post("/plain/", {"name": "undecorated"}, HTTP_X_TURBO_REQUEST_ID="lost-request-id-00")
+    with html.request_id("task-7-of-request-0042"):
         Plain.objects.create(name="from a task")
-    got = watcher.wait_for(7, channel="plain_refresh")
-    assert [d.get("request_id") for d in data_of(got)][4:] == ["decorated-1", None, "task-7"]
+    got = watcher.wait_for(8, channel="plain_refresh")
+    assert [d.get("request_tag") for d in data_of(got)][5:] == [
+        html.request_tag("decorated-request-1"), None, html.request_tag("task-7-of-request-0042")]
+
+
+def test_a_request_tag_sent_back_as_a_request_id_gives_another_tag():
+    """What the replay attack needs, and cannot get: a request id whose tag is a given tag."""
+    secret = "2b9d1c5e-7a40-4b4e-9a51-b0c3b5d1e8f7"
+    tag = html.request_tag(secret)
+    assert tag and len(tag) == 32 and secret not in tag
+    assert html.request_tag(tag) != tag  # replayed: a different tag, matched by nobody
+    assert html.request_tag(secret) == tag  # the tab that knows the id recognizes it
+    assert html.request_tag("x" * 15) is None and html.request_tag("x" * 16)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -791,3 +808,56 @@ def test_the_tab_that_made_the_change_does_not_refresh_itself(site, chromium, ki
     assert (mine["signals"], mine["ignored"], mine["refreshes"]) == (2, 2, 0)
     assert (theirs["signals"], theirs["ignored"], theirs["refreshes"]) == (2, 0, 2)
     assert errors == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["turbo", "htmx"])
+def test_a_replayed_request_tag_does_not_hide_a_change_from_its_tab(site, chromium, kind):
+    """The replay attack: every reader of "cards_refresh" sees what the signal of alice's vote
+    carries. Another visitor sends that value as his own request id with his own vote. Had the
+    signal carried alice's request id, her tab would now take his vote for hers and skip it;
+    it carries a tag, so the replayed value is no id of hers: her tab refreshes and shows it."""
+    import urllib.request
+
+    from support.live import LiveClient
+
+    errors: list[str] = []
+    site.shell("from live_html.models import Card; Card.objects.create(title='replay a')")
+    with urllib.request.urlopen(f"{site.url}/instant/get_token/", timeout=10) as answer:
+        tokens = json.loads(answer.read())
+    observer = LiveClient(tokens["ws_url"], tokens["ws_token"])  # anyone: a public channel
+    try:
+        observer.connect()
+        observer.subscribe("cards_refresh")
+        victim = open_page(chromium, f"{site.url}/html/refresh/{kind}/", errors)
+        attacker = open_page(chromium, f"{site.url}/html/refresh/turbo/", errors)
+
+        def total():
+            return site.shell("from live_html.models import Card; "
+                              "print(sum(Card.objects.values_list('votes', flat=True)))").split()[-1]
+
+        victim.locator("#board_list > li button.vote").first.click()
+        signal = observer.wait_for(1)[0]["data"]
+        seen = signal.get("request_tag") or signal.get("request_id")  # whatever is published
+        assert seen, signal
+        expected = total()
+        victim.locator("#total", has_text=expected).wait_for()
+        assert stats(victim, "cards_refresh")["ignored"] == 1  # her own vote: no refresh
+
+        # The attacker votes with the observed value as his request id (both headers).
+        status = attacker.evaluate("""async (seen) => {
+            const form = document.querySelector("#board_list > li form");
+            const answer = await fetch(form.action, { method: "POST", body: new FormData(form),
+                headers: { "X-Instant-Request-Id": seen, "X-Turbo-Request-Id": seen } });
+            return answer.status;
+        }""", seen)
+        assert status == 200
+        expected = total()
+        victim.locator("#total", has_text=expected).wait_for()  # her tab refreshed: she sees it
+        counted = stats(victim, "cards_refresh")
+        assert (counted["signals"], counted["ignored"], counted["refreshes"]) == (2, 1, 1)
+        replayed = observer.wait_for(2)[1]["data"]
+        assert (replayed.get("request_tag") or replayed.get("request_id")) != seen
+        assert errors == []
+    finally:
+        observer.close()

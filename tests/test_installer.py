@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import http.server
 import importlib.util
 import logging
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from instant_signals import installer
+from instant_signals.progress import Progress
 from tests.conftest import need
 
 VERSION = installer.PINNED_VERSION
@@ -398,3 +400,51 @@ def test_pin_script_writes_the_table_the_installer_reads(tmp_path, serve):
     spec.loader.exec_module(module)
     assert module.RELEASE_SHA256[FAKE] == sums
     assert module.RELEASE_SHA256[VERSION] == installer.RELEASE_SHA256[VERSION]  # kept
+
+
+# --- progress shown to the person waiting ---------------------------------------------------
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_download_shows_progress_as_plain_lines_a_bar_on_a_terminal_and_nothing_when_quiet(
+        clean_env, release_server):
+    plain, terminal, quiet = io.StringIO(), Terminal(), io.StringIO()
+    for n, stream, verbosity in ((1, plain, 1), (2, terminal, 1), (3, quiet, 0)):
+        installer.find_or_install(cache=clean_env / str(n), release_base_url=release_server,
+                                  build=False, progress=Progress(stream, verbosity=verbosity))
+    lines = plain.getvalue().splitlines()
+    asset = installer.platform_asset()
+    steps = [line for line in lines if "%" in line]
+    # a few lines for a log (one per quarter), ending at 100 %, then the size
+    assert 2 <= len(steps) <= 5 and "100%" in steps[-1] and asset in steps[0], lines
+    assert "\r" not in plain.getvalue() and lines[-1].startswith(f"downloading {asset}: ")
+    shown = terminal.getvalue()
+    assert shown.count("\r\033[K") >= 3 and "100%" in shown  # one line rewritten in place
+    assert quiet.getvalue() == ""
+
+
+def test_go_build_streams_the_packages_it_compiles(clean_env, monkeypatch, centrifugo_binary):
+    """A stand-in for `go` (a real cold build takes minutes): it names 120 packages as Go's
+    -v does, then puts the real binary where GOBIN says."""
+    bin_dir = clean_env.parent / "bin"
+    packages = "\n".join(f"github.com/example/pkg{i}" for i in range(120))
+    (bin_dir / "go").write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *" -v "*) ;; *) echo "no -v" >&2; exit 2;; esac\n'
+        f"printf '%s\\n' '{packages}'\n"
+        f'cp {centrifugo_binary} "$GOBIN/centrifugo"\n')
+    (bin_dir / "go").chmod(0o755)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(bin_dir), "/usr/bin", "/bin"]))  # no real go
+    shown = io.StringIO()
+    path = installer.find_or_install(cache=clean_env, download=False, progress=Progress(shown))
+    assert path == installer.cached_binary(VERSION, clean_env)
+    lines = shown.getvalue().splitlines()
+    assert lines[0].startswith(f"Building Centrifugo {VERSION}: ") and " -v " in lines[0]
+    counts = [line for line in lines if "packages compiled" in line]
+    # plain output: a line per 50 packages, naming the one being built
+    assert [c.split(": ")[2].split(" ")[0] for c in counts] == ["1", "50", "100"], lines
+    assert "github.com/example/pkg99" in counts[-1]
+    assert lines[-1] == f"Built Centrifugo {VERSION}: {path}"

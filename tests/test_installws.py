@@ -299,3 +299,74 @@ def test_config_only_writes_a_config_for_a_centrifugo_run_elsewhere(project, cen
     assert not (project / ".centrifugo" / "config.json.binary").exists()
     assert "centrifugo/centrifugo:v6.9.1" in result.stdout  # how to run it instead
     assert checkconfig(centrifugo_binary, config).returncode == 0  # what that Centrifugo gets
+
+
+PROJECT_ENV = """\
+# The project's own settings: installws must leave them as they are.
+DATABASE_URL="postgres://app:p w@127.0.0.1:5432/app"
+export SECRET_KEY='s3cr#t=x y'
+DEBUG=1
+
+export CENTRIFUGO_HOST="http://old-host"
+CENTRIFUGO_PORT=1234
+MOTD="first line
+CENTRIFUGO_API_KEY=inside-a-quoted-value
+last line"
+# the end
+"""
+
+
+def shell_env(path: Path, *names: str) -> dict[str, str]:
+    """What a shell that sources the file (``set -a; . ./.env``) gets."""
+    script = "set -a; . " + str(path) + "; " + "; ".join(
+        f'printf "%s\\0" "${name}"' for name in names)
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,
+                         env={"PATH": os.environ.get("PATH", "")}).stdout
+    return dict(zip(names, out.split("\0")))
+
+
+def test_write_env_into_an_existing_env_file_keeps_the_project_lines(project, centrifugo_binary):
+    env_file = project / ".env"
+    env_file.write_text(PROJECT_ENV)
+    env_file.chmod(0o644)
+    port = free_port()
+    result = manage(project, "installws", "--binary", str(centrifugo_binary), "--port", str(port),
+                    "--write-env", ".env")
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = json.loads((project / ".centrifugo" / "config.json").read_text())
+    text = env_file.read_text()
+    lines = text.splitlines()
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+
+    # Every line that is not one of installws's keys is still there, as written, in order.
+    own = ("CENTRIFUGO_HOST=", "CENTRIFUGO_PORT=", "CENTRIFUGO_API_KEY=", "CENTRIFUGO_HMAC_KEY=",
+           "CENTRIFUGO_WS_URL=")
+    theirs = [line for line in PROJECT_ENV.splitlines()
+              if not line.removeprefix("export ").startswith(own)]
+    assert [line for line in lines if line in theirs] == theirs
+    assert "CENTRIFUGO_API_KEY=inside-a-quoted-value" in lines  # part of MOTD's value
+    # Its keys are updated where they were (export and quotes kept), the others added.
+    assert lines[5] == 'export CENTRIFUGO_HOST="http://127.0.0.1"'
+    assert lines[6] == f"CENTRIFUGO_PORT={port}"
+    values = shell_env(env_file, "DATABASE_URL", "SECRET_KEY", "DEBUG", "MOTD",
+                       "CENTRIFUGO_HOST", "CENTRIFUGO_PORT", "CENTRIFUGO_API_KEY",
+                       "CENTRIFUGO_HMAC_KEY", "CENTRIFUGO_WS_URL")
+    assert values == {
+        "DATABASE_URL": "postgres://app:p w@127.0.0.1:5432/app", "SECRET_KEY": "s3cr#t=x y",
+        "DEBUG": "1", "MOTD": "first line\nCENTRIFUGO_API_KEY=inside-a-quoted-value\nlast line",
+        "CENTRIFUGO_HOST": "http://127.0.0.1", "CENTRIFUGO_PORT": str(port),
+        "CENTRIFUGO_API_KEY": config["http_api"]["key"],
+        "CENTRIFUGO_HMAC_KEY": config["client"]["token"]["hmac_secret_key"],
+        "CENTRIFUGO_WS_URL": f"ws://127.0.0.1:{port}/connection/websocket"}
+    # It says what it did.
+    assert ("added CENTRIFUGO_API_KEY, CENTRIFUGO_HMAC_KEY, CENTRIFUGO_WS_URL; "
+            "updated CENTRIFUGO_HOST, CENTRIFUGO_PORT") in result.stdout, result.stdout
+    assert "kept 9 other lines" in result.stdout, result.stdout
+
+    # A second run with the same options changes nothing, and says so.
+    again = manage(project, "installws", "--binary", str(centrifugo_binary), "--port", str(port),
+                   "--write-env", ".env")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert env_file.read_text() == text
+    assert ("kept CENTRIFUGO_HOST, CENTRIFUGO_PORT, CENTRIFUGO_API_KEY, CENTRIFUGO_HMAC_KEY, "
+            "CENTRIFUGO_WS_URL (unchanged)") in again.stdout, again.stdout

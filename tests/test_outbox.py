@@ -218,7 +218,7 @@ def test_rows_are_written_in_the_transaction(settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_poison_rows_are_dropped_and_reported_the_rest_delivered(centrifugo, live_client):
+def test_poison_rows_are_dead_letters_and_reported_the_rest_delivered(centrifugo, live_client):
     """Rows Centrifugo can never accept must not block their partition."""
     live = live_client(connection_token(None))
     live.subscribe("news")
@@ -239,9 +239,9 @@ def test_poison_rows_are_dropped_and_reported_the_rest_delivered(centrifugo, liv
         result = Relay(batch_size=10).run_once()
     finally:
         broadcast_failed.disconnect(receiver)
-    assert (result.sent, result.dropped, result.ok) == (3, 3, True)
+    assert (result.sent, result.dead, result.ok) == (3, 3, True)
     assert sorted(code for _, code in reported) == [102, 104, 400]
-    assert OutboxEntry.objects.count() == 0
+    assert (OutboxEntry.objects.pending().count(), OutboxEntry.objects.dead().count()) == (0, 3)
     assert [d["n"] for d in live.wait_for(3)] == [1, 3, 5]
 
 
@@ -264,7 +264,7 @@ def test_wrong_api_key_keeps_every_row(centrifugo, settings):
     put([{"channel": "news", "data": {"n": n}, "idempotency_key": f"k{n}"} for n in range(3)])
     relay = Relay(batch_size=2, backoff=10)
     result = relay.run_once()
-    assert (result.sent, result.dropped, list(result.failed_partitions)) == (0, 0, [0])
+    assert (result.sent, result.dead, list(result.failed_partitions)) == (0, 0, [0])
     assert relay.run_once().waiting_partitions == [0]  # backing off, not hammering
     assert OutboxEntry.objects.count() == 3
 

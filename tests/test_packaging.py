@@ -155,8 +155,17 @@ def test_wheel_metadata(dists):
     values = lambda key: [value for name, value in headers if name == key]  # noqa: E731
     assert values("License-Expression") == ["MIT"]
     assert values("License-File") == ["LICENSE"]
-    assert {dep for dep in values("Requires-Dist") if "extra ==" not in dep} == RUNTIME_DEPENDENCIES
+    # exactly the runtime dependencies: development needs are dependency groups, not extras
+    assert set(values("Requires-Dist")) == RUNTIME_DEPENDENCIES
+    assert values("Provides-Extra") == []
     assert "Typing :: Typed" in values("Classifier")
+    assert [c for c in values("Classifier") if c.startswith("Development Status ::")] == [
+        "Development Status :: 4 - Beta"]
+    # The description is the README as the package index shows it: no link may be relative
+    # (it would point into the index's own site).
+    description = metadata.split("\n\n", 1)[1]
+    links = re.findall(r"\]\(([^)\s]+)\)", description)
+    assert links and [link for link in links if not link.startswith(("https://", "#"))] == []
     from instant_signals import __version__
     assert values("Version") == [__version__]
 

@@ -180,3 +180,98 @@ def test_python_presence_is_deduplicated_by_user(lobby, django_user_model):
     finally:
         for live in clients:
             live.close()
+
+
+# -- presence exactly where it is declared ---------------------------------------------------------
+
+@pytest.mark.parametrize("channels, suggested", [
+    (["lobby"], '"room:lobby"'), (["$lobby"], '"$room:lobby"'),
+    (["lobby-{pk}"], '"room:lobby-{pk}"'), (["room:{pk}", "hall"], '"room:hall"'),
+    (lambda instance, event: ["room:1"], None)])
+def test_presence_outside_a_namespace_is_refused_at_registration(channels, suggested):
+    """Centrifugo turns presence on per namespace: on a channel without one it would be on for
+    every channel without one (any public name's subscribers listed to each other)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from instant_signals.registry import BroadcastRegistry
+
+    registry = BroadcastRegistry()
+    with pytest.raises(ImproperlyConfigured) as refused:
+        registry.register(Plain, channels=channels, fields=["id"], presence=True, level="staff")
+    message = str(refused.value)
+    if suggested is None:
+        assert "presence=True needs channel names" in message, message
+    else:
+        assert "without a namespace" in message and suggested in message, message
+    assert not registry.is_registered(Plain)
+
+
+def test_generate_config_never_turns_presence_on_outside_namespaces():
+    from instant_signals.centrifugo_config import generate_config
+
+    with pytest.raises(ValueError, match="namespace"):
+        generate_config(namespaces={"": {"public": True, "presence": True}})
+    config = generate_config(namespaces={"": {"public": True, "presence": False},
+                                         "room": {"public": True, "presence": True}})
+    assert "presence" not in config["channel"]["without_namespace"]
+
+
+PRESENCE_MODELS = """
+from django.db import models
+
+from instant_signals import broadcast
+
+
+@broadcast(channels=["room:{pk}"], fields=["id", "name"], presence=True)
+@broadcast(channels=["lobby", "board:{pk}"], fields=["id", "name"])
+class Room(models.Model):
+    name = models.CharField(max_length=50)
+"""
+
+
+@pytest.mark.django_db
+def test_the_config_installws_writes_answers_presence_on_the_declared_channel_only(
+        tmp_path, centrifugo_binary, settings, django_user_model):
+    import textwrap
+
+    from instant_signals import client as http_client
+    from support.processes import CentrifugoProcess, free_port
+    from tests.test_installws import SETTINGS, checkconfig, installws
+
+    root = tmp_path / "site"
+    for folder in ("proj", "chat"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "__init__.py").write_text("")
+    (root / "proj" / "settings.py").write_text(SETTINGS)
+    (root / "chat" / "models.py").write_text(textwrap.dedent(PRESENCE_MODELS))
+    (root / "manage.py").write_text(textwrap.dedent("""
+        import os, sys
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
+        from django.core.management import execute_from_command_line
+        execute_from_command_line(sys.argv)
+    """))
+    _, config = installws(root, centrifugo_binary, "--port", str(free_port()))
+    path = root / ".centrifugo" / "config.json"
+    assert checkconfig(centrifugo_binary, path).returncode == 0
+    namespaces = {n["name"]: n for n in config["channel"]["namespaces"]}
+    assert namespaces["room"]["presence"] is True
+    assert "presence" not in namespaces["board"]
+    assert "presence" not in config["channel"]["without_namespace"]
+
+    settings.CENTRIFUGO_HMAC_KEY = config["client"]["token"]["hmac_secret_key"]
+    http_client.close_session()
+    with CentrifugoProcess(centrifugo_binary, path) as server:
+        user = django_user_model.objects.create_user("ann")
+        live = LiveClient(server.ws_url, token=connection_token(user))
+        try:
+            live.connect()
+            for channel in ("room:7", "lobby", "news", "board:7"):
+                live.subscribe(channel)
+            answer = live.run(live.client.presence("room:7"))
+            assert len(answer.clients) == 1  # this client, the one subscriber
+            for channel in ("lobby", "news", "board:7"):  # no namespace, or another one
+                with pytest.raises(ReplyError) as refused:
+                    live.run(live.client.presence(channel))
+                assert refused.value.code == 108, channel  # not available
+        finally:
+            live.close()

@@ -246,7 +246,7 @@ def test_callable_routing_and_its_moves():
         ("small", "deleted"), ("big", "created")]
 
 
-def test_raw_saves_from_fixtures_are_skipped(plain_registered):
+def test_raw_saves_from_fixtures_publish_unless_skipped(plain_registered, settings):
     from django.core import serializers
 
     data = '[{"model": "testapp.plain", "pk": 50, "fields": {"name": "fixture", "code": 0}}]'
@@ -254,6 +254,13 @@ def test_raw_saves_from_fixtures_are_skipped(plain_registered):
         for obj in serializers.deserialize("json", data):
             obj.save()
     assert Plain.objects.filter(pk=50).exists()
+    assert [(p["event_class"], p["data"]["fields"]["name"]) for p in published] == [
+        ("created", "fixture")]
+    settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "SKIP_RAW_SAVES": True}
+    with capture_broadcasts() as published:
+        for obj in serializers.deserialize("json", data.replace("fixture", "again")):
+            obj.save()
+    assert Plain.objects.get(pk=50).name == "again"
     assert published == []
 
 
@@ -288,7 +295,7 @@ def test_kill_switch_is_per_async_task(plain_registered):
         await asyncio.gather(off(), on())
         return seen
 
-    from instant_signals.receivers import broadcasting_enabled as _enabled
+    from instant_signals.capture.switch import broadcasting_enabled as _enabled
 
     assert asyncio.run(main()) == {"off": False, "on": True}
 

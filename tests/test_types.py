@@ -5,6 +5,9 @@ TypeScript (pinned below) and the pinned ``centrifuge`` client (its types: insta
 them) are installed once with npm into the instant_signals cache
 (``$INSTANT_SIGNALS_CACHE`` or ``~/.cache/instant_signals/typescript/``). The browser module's own
 JSDoc is compiled too (``--allowJs --checkJs --strict``), so instant.js and instant.d.ts agree.
+And the documented setup is compiled as a user has it: a project folder outside the checkout
+with ``npm install centrifuge@5 typescript``, the package installed with pip, the tsconfig.json
+of docs/how-to/browser.md as written, ``tsc -p .`` with ``skipLibCheck`` off.
 """
 
 from __future__ import annotations
@@ -273,3 +276,103 @@ def test_foreign_keys_serializers_and_channel_names():
     assert channel_pattern("$task:{pk}") == "`$task:${string}`"
     assert channel_pattern("$a:{x}:b:{y}") == "`$a:${string}:b:${string}`"
     assert channel_pattern('feed"') == '"feed\\""'
+
+
+# -- the documented setup, as a user has it: npm's centrifuge, the package from pip ------------------
+
+USER_HANDLER = """\
+import { Instant } from "instant_signals/instant.js";
+import type { BoardTaskEvent } from "./instant-events";
+
+const instant = new Instant();
+instant.on<BoardTaskEvent>("board.task", "*", (data) => {
+  if (data.event === "updated") console.log(data.fields.title, data.changed.done);
+});
+const tasks = instant.collection<BoardTaskEvent>("$user:7", { model: "board.task" });
+tasks.onChange(() => tasks.rows.forEach((row) => console.log(row.fields.done)));
+instant.start();
+console.log(instant.client?.state);  // centrifuge's own types, from the project's node_modules
+"""
+
+
+def documented_tsconfig() -> str:
+    """The tsconfig.json block of docs/how-to/browser.md, as written."""
+    text = (REPO / "docs" / "how-to" / "browser.md").read_text()
+    found = re.search(r"```json\n(\{\n  \"compilerOptions\".*?)```", text, re.S)
+    assert found, "browser.md shows no tsconfig.json"
+    return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def user_node_modules() -> Path:
+    """``npm install centrifuge@5 typescript`` in a project folder, done once into the cache."""
+    need(shutil.which("npm") is not None, "npm")
+    home = installer.cache_dir() / "typescript" / f"user-project-centrifuge5-typescript{TYPESCRIPT}"
+    if not (home / "node_modules" / ".bin" / "tsc").exists():
+        partial = home.with_name(f"{home.name}.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        (partial / "package.json").write_text('{"name": "site", "private": true}\n')
+        result = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--ignore-scripts", "centrifuge@5",
+             f"typescript@{TYPESCRIPT}"], cwd=partial, capture_output=True, text=True,
+            timeout=600)
+        if result.returncode != 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            pytest.fail(f"npm install failed:\n{result.stdout}\n{result.stderr}")
+        shutil.rmtree(home, ignore_errors=True)
+        os.replace(partial, home)
+    return home / "node_modules"
+
+
+@pytest.fixture(scope="module")
+def installed_static(tmp_path_factory) -> Path:
+    """The package installed with pip (not the checkout): its static folder in site-packages."""
+    target = tmp_path_factory.mktemp("site-packages")
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                             "--target", str(target), str(REPO)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    static = target / "instant_signals" / "static" / "instant_signals"
+    assert (static / "instant.d.ts").exists() and not static.is_relative_to(REPO)
+    return static
+
+
+def user_project(tmp_path: Path, node_modules: Path, static: Path, tsconfig: str) -> Path:
+    folder = tmp_path / "site"
+    (folder / "src").mkdir(parents=True)
+    shutil.copytree(node_modules, folder / "node_modules", symlinks=True)
+    (folder / "tsconfig.json").write_text(tsconfig.replace("/path/printed/above", str(static)))
+    call_command("instant_types", output=folder / "src" / "instant-events.d.ts",
+                 stdout=open(os.devnull, "w"), stderr=open(os.devnull, "w"))
+    return folder
+
+
+def tsc_project(folder: Path) -> tuple[int, str]:
+    result = subprocess.run([str(folder / "node_modules" / ".bin" / "tsc"), "-p", "."],
+                            cwd=folder, capture_output=True, text=True, timeout=300)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_the_documented_tsconfig_compiles_strictly_with_npm_centrifuge_and_pip_package(
+        tmp_path, user_node_modules, installed_static):
+    tsconfig = documented_tsconfig()
+    assert "skipLibCheck" not in tsconfig  # off: the d.ts files are checked too
+    folder = user_project(tmp_path, user_node_modules, installed_static, tsconfig)
+    handler = USER_HANDLER.replace("BoardTaskEvent", "TestappTaskEvent").replace(
+        "board.task", "testapp.task")
+    (folder / "src" / "main.ts").write_text(handler)
+    code, output = tsc_project(folder)
+    assert code == 0, output
+
+    # A handler that reads a field the events do not have fails, naming it.
+    (folder / "src" / "main.ts").write_text(handler.replace("data.fields.title", "data.fields.titel"))
+    code, output = tsc_project(folder)
+    assert code != 0 and "titel" in output and "TS2307" not in output, output
+
+    # Without the documented "centrifuge" line: the failure users hit.
+    (folder / "src" / "main.ts").write_text(handler)
+    (folder / "tsconfig.json").write_text(re.sub(r',\n\s*"centrifuge": \[[^\]]*\]', "",
+                                                 (folder / "tsconfig.json").read_text()))
+    code, output = tsc_project(folder)
+    assert code != 0 and "TS2307" in output and "'centrifuge'" in output, output

@@ -23,9 +23,7 @@ logger = logging.getLogger("instant_signals")
 
 class OnCommitBackend:
     name = "on_commit"
-
-    def record(self, change: Change, using: str) -> None:
-        self.record_many((change,), using)
+    durable = False
 
     def record_many(self, changes: Iterable[Change], using: str) -> None:
         conn = connection(using)
@@ -51,10 +49,6 @@ def send(commands: Iterable[Command]) -> None:
     """Send commands through ``/batch``, ``BATCH_SIZE`` per request, built one chunk at a time
     (memory stays flat); never raises: failures are reported, per command when Centrifugo says
     which one failed."""
-    captured = reporting.capturing()
-    if captured is not None:
-        captured.extend(c.publication for c in commands if c.publication is not None)
-        return
     size = int(conf.app_setting("BATCH_SIZE"))
     pending = iter(commands)
     while True:

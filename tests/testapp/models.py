@@ -93,3 +93,70 @@ class Doc(models.Model):
 
     class Meta:
         unique_together = [("status", "title")]
+
+
+# -- write paths (tests/test_write_paths.py): expressions, proxies, multi-table inheritance,
+# -- loaddata, data migrations, on_delete=SET_NULL / SET_DEFAULT / SET(...). Registered by that
+# -- test file (so other tests' channel lists stay as they are); proxies and children are
+# -- defined before their parents are registered, as with INSTANT_SIGNALS["MODELS"].
+
+class Counter(models.Model):
+    title = models.CharField(max_length=50)
+    count = models.IntegerField(default=0)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                              on_delete=models.SET_NULL, related_name="counters")
+
+    objects = BroadcastManager()
+
+
+class QuietCounter(Counter):
+    """A proxy without declarations of its own: writes publish Counter's."""
+
+    class Meta:
+        proxy = True
+
+
+class LoudCounter(Counter):
+    """A proxy with a declaration of its own (channel "loud"), besides Counter's."""
+
+    class Meta:
+        proxy = True
+
+
+class Place(models.Model):
+    name = models.CharField(max_length=50)
+
+    objects = BroadcastManager()
+
+
+class Restaurant(Place):
+    """A multi-table child with a declaration of its own."""
+
+    pizza = models.BooleanField(default=False)
+
+
+class Bar(Place):
+    """A multi-table child without declarations: its rows publish Place's."""
+
+    beers = models.IntegerField(default=0)
+
+
+class Shelf(models.Model):
+    """Not registered: deleting one updates the books that refer to it."""
+
+    name = models.CharField(max_length=50)
+
+
+DEFAULT_SHELF, LOST_AND_FOUND = 1001, 1000  # rows the tests create, on either database
+
+
+class Book(models.Model):
+    title = models.CharField(max_length=50)
+    shelf = models.ForeignKey(Shelf, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="books")
+    spare = models.ForeignKey(Shelf, null=True, blank=True, default=DEFAULT_SHELF,
+                              on_delete=models.SET_DEFAULT, related_name="spare_books")
+    fallback = models.ForeignKey(Shelf, null=True, blank=True, on_delete=models.SET(LOST_AND_FOUND),
+                                 related_name="fallback_books")
+
+    objects = BroadcastManager()

@@ -25,6 +25,7 @@ from django.db import DatabaseError
 
 from instant_signals import centrifugo_config as cc
 from instant_signals import conf, installer
+from instant_signals.progress import Progress
 from instant_signals.channels import is_private, namespace_of
 from instant_signals.models import Channel
 from instant_signals.registry import broadcast_registry
@@ -168,8 +169,9 @@ class Command(BaseCommand):
             self.stdout.write(f"Wrote the Django settings into {target} "
                               f"(import them at the end of settings.py).")
         if env_target is not None:
-            cc.write_private(env_target, cc.env_file_text(values, config_path))
-            self.stdout.write(f"Wrote the settings as environment variables into {env_target}.")
+            changes = cc.write_env(env_target, values, config_path)
+            self.stdout.write(f"Wrote the settings as environment variables into {env_target}: "
+                              f"{changes.summary()}.")
         if target is None and env_target is None:
             self.stdout.write("\n# Django settings (keep the keys secret):")
             for name, value in values.items():
@@ -204,6 +206,7 @@ class Command(BaseCommand):
                 cache=options["install_dir"],
                 download=not options["build"] and not options["no_install"],
                 build=not options["no_install"],
+                progress=Progress(self.stdout, verbosity=options["verbosity"]),
             )
         except installer.InstallError as exc:
             raise CommandError(str(exc)) from None

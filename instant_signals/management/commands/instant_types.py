@@ -81,7 +81,7 @@ export interface Fragment<L extends string, P> {
   /** The element id: the container for append/prepend, the row's element otherwise. */
   target: string;
   html?: string;
-  request_id?: string;
+  request_tag?: string;
 }
 
 /** An event of a refresh declaration (refresh=True): the page should render again. */
@@ -89,7 +89,7 @@ export interface RefreshSignal<L extends string> {
   model: L;
   event: "refresh";
   action: "refresh";
-  request_id?: string;
+  request_tag?: string;
 }
 
 /** A publication of a model event (`envelope.data` is the event). */

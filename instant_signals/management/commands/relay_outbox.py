@@ -2,7 +2,9 @@
 
 Use it on databases other than PostgreSQL, or on PostgreSQL instead of Centrifugo's consumer.
 Runs until stopped (SIGINT/SIGTERM finish the current batch, then exit); ``--once`` drains what
-is there and exits 1 if a partition could not be delivered (for cron and health checks).
+is there and exits 1 if a partition could not be delivered and waits for a retry (for cron and
+health checks); rows that became dead letters are done (``OutboxEntry.objects.dead()``, system
+check W040), not a reason for exit status 1.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class Command(BaseCommand):
                       backoff=options["backoff"], max_backoff=options["max_backoff"])
         if options["once"]:
             result = relay.run_once()
-            self.stdout.write(f"sent {result.sent}, dropped {result.dropped}, "
+            self.stdout.write(f"sent {result.sent}, dead {result.dead}, "
                               f"pending {relay.pending()}")
             if result.failed_partitions:
                 details = "; ".join(f"partition {p}: {e}"

@@ -32,15 +32,22 @@
 // event sent to several channels reaches a handler once per channel, with one envelope.id.
 //
 // Identity follows the session: the user is whoever get_token/ says, at start and at every
-// token refresh. Logging out in another tab disconnects this tab's connection (code 3014): it
-// asks get_token/ again, becomes anonymous and drops the private channels. A channel refused by
-// subscribe/ (403) or taken away by the server is asked for again at the next token refresh,
-// or at once with instant.refresh().
+// token refresh (centrifuge refreshes each token when the server says it expires). Any logout
+// of the user (the site's own pages, the admin, logout/) disconnects this tab's connection with
+// code 4501 (ACCESS_CHANGED), terminal for standard SDKs: this module then asks get_token/ for
+// fresh tokens and reconnects itself as whoever the session now is (anonymous after a logout:
+// public channels only). A channel refused by subscribe/ (403) or taken away by the server is
+// asked for again at the next token refresh, or at once with instant.refresh().
 
 import { Centrifuge, UnauthorizedError } from "centrifuge";
 
 const ANY = "*";
 const SERVER_UNSUBSCRIBE = 2000; // Centrifugo's unsubscribe code for the server API's unsubscribe
+// instant_signals.access.ACCESS_CHANGED: the server ended this user's connections (a logout).
+// 4500-4999 are terminal codes for applications: centrifuge does not reconnect by itself.
+const ACCESS_CHANGED = 4501;
+const RETRY_DELAYS = [250, 1000, 2000, 5000, 10000]; // get_token/ after ACCESS_CHANGED failed
+const SAME_USER_RECHECK = 2000; // ms: get_token/ once more when it still named the same user
 const SEEN_IDS = 10000; // event ids a collection remembers, to drop a repeated event
 
 /**
@@ -596,6 +603,7 @@ export class Instant {
     this._presences = new Set();
     this._identity = 0; // changes whenever the user changes
     this._known = false; // whether get_token/ answered once
+    this._stopped = false; // stop() called: no reconnect after ACCESS_CHANGED
   }
 
   // ---- events for the page ------------------------------------------------------------------
@@ -868,6 +876,7 @@ export class Instant {
    * @returns {Promise<Instant>}
    */
   async start() {
+    this._stopped = false;
     const payload = await this.fetchTokens();
     const client = this.client || this._createClient(payload);
     this._adopt(payload);
@@ -894,11 +903,52 @@ export class Instant {
       });
     }
     client.on("error", (ctx) => this._emit("error", { error: ctx.error }));
+    client.on("disconnected", (ctx) => {
+      if (ctx.code === ACCESS_CHANGED) this._afterAccessChange(client);
+    });
     return client;
   }
 
   /**
-   * centrifuge's getToken: at every connection token refresh, and after a disconnect 3014.
+   * The server ended the connection because the user's access changed (ACCESS_CHANGED): the
+   * tokens held are the old session's. Ask get_token/ for fresh ones and connect again as
+   * whoever the session is now, unless login()/logout()/stop() took over meanwhile.
+   * @param {Centrifuge} client
+   */
+  async _afterAccessChange(client) {
+    for (let attempt = 0; ; attempt += 1) {
+      const current = () => this.client === client && !this._stopped && client.state === "disconnected";
+      if (!current()) return;
+      let payload;
+      try {
+        payload = await this.fetchTokens();
+      } catch (error) {
+        this._emit("error", { error });
+        const delay = RETRY_DELAYS[Math.min(attempt, RETRY_DELAYS.length - 1)];
+        await new Promise((resolve) => setTimeout(resolve, delay));
+        continue;
+      }
+      if (!current()) return;
+      const user = this.user;
+      this._adopt(payload);
+      client.setToken(payload.ws_token);
+      client.connect();
+      if (this.user === user && user) {
+        // Still this user: logged in in another session, or a session kept in a cookie
+        // (signed_cookies) that the logout's answer had not replaced yet. Ask once more.
+        setTimeout(() => {
+          if (this.client === client && !this._stopped && this.user === user) {
+            this.refresh().catch((error) => this._emit("error", { error }));
+          }
+        }, SAME_USER_RECHECK);
+      }
+      return;
+    }
+  }
+
+  /**
+   * centrifuge's getToken: at every connection token refresh (and at a reconnect with an
+   * expired token).
    * @returns {Promise<string>}
    */
   async _connectionToken() {
@@ -1123,7 +1173,8 @@ export class Instant {
   }
 
   /**
-   * POST logout/; go on as an anonymous visitor (every tab of the user follows: code 3014).
+   * POST logout/; go on as an anonymous visitor (every tab of the user follows: the server
+   * disconnects them with ACCESS_CHANGED and they reconnect with fresh tokens).
    * @returns {Promise<void>}
    */
   async logout() {
@@ -1152,6 +1203,7 @@ export class Instant {
 
   /** Close the connection. */
   stop() {
+    this._stopped = true;
     if (this.client) this.client.disconnect();
   }
 }

@@ -32,10 +32,11 @@
 // leads to one more. So the page always ends on a refresh that started after the last signal,
 // and signals arriving over T ms cause at most ceil((T - wait) / interval) + 1 refreshes.
 //
-// Own changes: a signal carrying the request id of one of this tab's requests is ignored: Turbo 8
+// Own changes: a signal carrying the tag of one of this tab's request ids is ignored: Turbo 8
 // sends X-Turbo-Request-Id with its fetches (Turbo.session.recentRequests); this module adds
 // X-Instant-Request-Id to every htmx request, and requestHeaders() gives one for your fetch().
-// The server reads them with instant_signals.html.RequestIdMiddleware.
+// The server reads them with instant_signals.html.RequestIdMiddleware and publishes only their
+// request_tag (a hash, below): other readers of the channel cannot replay it.
 //
 // Attributes: channel (required), format ("turbo" | "htmx", default "turbo"), endpoint,
 // refresh-wait, refresh-interval. Reflected: state ("connecting", "subscribed", "denied",
@@ -53,6 +54,77 @@ const DEFAULT_INTERVAL = 1000;
 const VISIT_TIMEOUT = 10000;
 const SETTLE_TIMEOUT = 500; // an answer that swaps nothing never settles
 
+// ---- request tags: what the server publishes of a request id --------------------------------
+// instant_signals.fragments.request_tag: the first 32 hex digits of SHA-256("instant_signals
+// request tag\0" + id), for ids of at least 16 characters. Readers of a channel see only tags;
+// sending a tag back as a request id makes the server publish another tag, so nobody but the
+// tab that made an id up can make that tab skip a change. Synchronous (no crypto.subtle, which
+// needs a secure context and is async): a fragment is matched as soon as it arrives.
+
+const TAG_PREFIX = "instant_signals request tag\u0000";
+const MIN_TAGGED_ID = 16;
+
+function firstPrimes(count) {
+  const primes = [];
+  for (let n = 2; primes.length < count; n += 1) {
+    if (primes.every((p) => n % p !== 0)) primes.push(n);
+  }
+  return primes;
+}
+
+// SHA-256's constants: the first 32 bits of the fractional parts of the square roots (initial
+// hash) and cube roots (round constants) of the first primes.
+const fraction32 = (x) => ((x - Math.floor(x)) * 4294967296) >>> 0;
+const PRIMES = firstPrimes(64);
+const ROUND = PRIMES.map((p) => fraction32(Math.cbrt(p)));
+const INITIAL = PRIMES.slice(0, 8).map((p) => fraction32(Math.sqrt(p)));
+
+/** SHA-256 of an ASCII/UTF-8 string, as lowercase hex. */
+function sha256Hex(text) {
+  const bytes = new TextEncoder().encode(text);
+  const length = Math.ceil((bytes.length + 9) / 64) * 64;
+  const padded = new Uint8Array(length);
+  padded.set(bytes);
+  padded[bytes.length] = 0x80;
+  const view = new DataView(padded.buffer);
+  view.setUint32(length - 8, Math.floor((bytes.length * 8) / 4294967296));
+  view.setUint32(length - 4, (bytes.length * 8) >>> 0);
+  const hash = INITIAL.slice();
+  const w = new Uint32Array(64);
+  const rotr = (x, n) => (x >>> n) | (x << (32 - n));
+  for (let offset = 0; offset < length; offset += 64) {
+    for (let i = 0; i < 16; i += 1) w[i] = view.getUint32(offset + i * 4);
+    for (let i = 16; i < 64; i += 1) {
+      const s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >>> 3);
+      const s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >>> 10);
+      w[i] = (w[i - 16] + s0 + w[i - 7] + s1) >>> 0;
+    }
+    let [a, b, c, d, e, f, g, h] = hash;
+    for (let i = 0; i < 64; i += 1) {
+      const t1 = (h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + ROUND[i] + w[i]) >>> 0;
+      const t2 = ((rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))) >>> 0;
+      [h, g, f, e, d, c, b, a] = [g, f, e, (d + t1) >>> 0, c, b, a, (t1 + t2) >>> 0];
+    }
+    const next = [a, b, c, d, e, f, g, h];
+    for (let i = 0; i < 8; i += 1) hash[i] = (hash[i] + next[i]) >>> 0;
+  }
+  return hash.map((x) => x.toString(16).padStart(8, "0")).join("");
+}
+
+const tags = new Map(); // request id -> tag (Turbo's recent ids are asked again and again)
+
+/** The tag the server publishes for request id `id` (null when it publishes none). */
+export function requestTag(id) {
+  if (typeof id !== "string" || id.length < MIN_TAGGED_ID) return null;
+  let tag = tags.get(id);
+  if (tag === undefined) {
+    tag = sha256Hex(TAG_PREFIX + id).slice(0, 32);
+    tags.set(id, tag);
+    if (tags.size > 500) tags.delete(tags.keys().next().value);
+  }
+  return tag;
+}
+
 // ---- request ids of this tab ------------------------------------------------------------------
 
 class LimitedSet extends Set {
@@ -67,17 +139,21 @@ class LimitedSet extends Set {
   }
 }
 
-const ownRequestIds = new LimitedSet(200);
+const ownRequestTags = new LimitedSet(200);
 
+// A request id is this tab's secret (only its tag is published): 122 random bits or more.
 function randomId() {
-  if (globalThis.crypto && crypto.randomUUID) return crypto.randomUUID();
+  if (globalThis.crypto && crypto.randomUUID) return crypto.randomUUID(); // secure contexts
+  if (globalThis.crypto && crypto.getRandomValues) {
+    return Array.from(crypto.getRandomValues(new Uint32Array(4)), (x) => x.toString(16).padStart(8, "0")).join("-");
+  }
   return Array.from({ length: 4 }, () => Math.random().toString(36).slice(2, 10)).join("-");
 }
 
-/** A fresh request id of this tab (refresh signals carrying it are ignored here). */
+/** A fresh request id of this tab (refresh signals carrying its tag are ignored here). */
 export function newRequestId() {
   const id = randomId();
-  ownRequestIds.add(id);
+  ownRequestTags.add(requestTag(id));
   return id;
 }
 
@@ -86,12 +162,14 @@ export function requestHeaders(headers = {}) {
   return { ...headers, [REQUEST_ID_HEADER]: newRequestId() };
 }
 
-/** Whether a request id is one of this tab's (its htmx/fetch requests, or Turbo's). */
-export function isOwnRequest(id) {
-  if (!id) return false;
-  if (ownRequestIds.has(id)) return true;
+/** Whether a published request tag is one of this tab's requests (htmx/fetch, or Turbo's). */
+export function isOwnRequest(tag) {
+  if (!tag) return false;
+  if (ownRequestTags.has(tag)) return true;
   const recent = window.Turbo && window.Turbo.session && window.Turbo.session.recentRequests;
-  return !!(recent && typeof recent.has === "function" && recent.has(id));
+  if (!recent || typeof recent[Symbol.iterator] !== "function") return false;
+  for (const id of recent) if (requestTag(id) === tag) return true;
+  return false;
 }
 
 // An htmx out-of-band insert of an element whose id is already on the page (this tab got its
@@ -106,7 +184,7 @@ document.addEventListener("htmx:oobBeforeSwap", (event) => {
   }
 });
 
-// htmx requests of this tab: id -> a promise settled once the response was swapped in. A
+// htmx requests of this tab: tag -> a promise settled once the response was swapped in. A
 // fragment caused by one of them waits for it, so the tab's own response (say, an out-of-band
 // delete) is applied first and the channel's copy of the change finds the page already updated.
 const ownHtmxRequests = new Map();
@@ -133,7 +211,7 @@ document.addEventListener("htmx:configRequest", (event) => {
     finish();
   };
   elt.addEventListener("htmx:afterRequest", listener);
-  ownHtmxRequests.set(id, done);
+  ownHtmxRequests.set(requestTag(id), done);
   if (ownHtmxRequests.size > 200) ownHtmxRequests.delete(ownHtmxRequests.keys().next().value);
 });
 
@@ -314,7 +392,7 @@ class Channel {
       this.stats.signals += 1;
       this.stats.lastSignal = performance.now();
       if (this.stats.firstSignal === null) this.stats.firstSignal = this.stats.lastSignal;
-      if (isOwnRequest(data.request_id)) {
+      if (isOwnRequest(data.request_tag)) {
         this.stats.ignored += 1;
         return;
       }
@@ -323,7 +401,7 @@ class Channel {
       // In order. On a Turbo page, after a navigation or form submission that is running (its
       // render would bring back what it fetched before); one caused by this tab's own htmx
       // request after that request's response.
-      const own = data.request_id && ownHtmxRequests.get(data.request_id);
+      const own = data.request_tag && ownHtmxRequests.get(data.request_tag);
       this.queue = this.queue
         .then(() => (element.format === "turbo" ? turboIdle() : own))
         .then(() => (this.element || element).applyFragment(data))
