@@ -479,7 +479,7 @@ def declare(model: type[models.Model], options: BroadcastOptions, *,
                        f'authorize="<field pointing at the user>" or authorize=callable(user, '
                        f"**placeholders)")
 
-    _check_presence(presence, templates, router, fail)
+    _check_presence(bool(options.presence), templates, router, fail)
 
     static = frozenset(t.template for t in templates if t.is_static)
     concrete = tuple(f.attname for f in model._meta.concrete_fields)

@@ -185,7 +185,7 @@ def test_every_module_imports_only_from_its_layer_or_below():
         for dep in sorted(imports_of(name, path)):
             if dep in layers and layers[dep][0] > rank:
                 upward.append(f"{name} ({layer}) imports {dep} ({layers[dep][1]}), a layer above")
-    assert upward == []
+    assert upward == [], "\n".join(upward)
 
 
 def test_a_module_missing_from_the_map_is_named_with_where_to_add_it(monkeypatch, tmp_path):

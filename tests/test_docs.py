@@ -402,7 +402,7 @@ def test_parts_two_and_three_run_in_a_fresh_project(tmp_path, chromium):
 
 def test_the_envelope_page_shows_versions_as_the_code_makes_them():
     """The examples' ``version`` has the digits of ``next_version()`` (microseconds: 16 now)."""
-    from instant_signals.receivers import next_version
+    from instant_signals.capture.changes import next_version
 
     page = Path(__file__).resolve().parent.parent / "docs" / "reference" / "envelope.md"
     text = page.read_text()
