@@ -131,7 +131,7 @@ def test_a_rule_that_raises_denies_with_a_json_403_never_a_500(client, django_us
     finally:
         broadcast_registry.unregister(Doc)
     assert response.status_code == 403 and response.json()["error"] == "channel_not_allowed"
-    assert "the authorize rule of testapp.doc raised" in caplog.text
+    assert "the authorize rule of testapp.doc (explode) raised" in caplog.text
 
 
 @pytest.mark.django_db
