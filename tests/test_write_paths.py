@@ -13,6 +13,7 @@ import json
 import logging
 import time
 
+import django
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
@@ -110,24 +111,34 @@ def test_expressions_publish_the_values_the_database_stored(db, live_client,
     with django_assert_num_queries(1, using=db):  # no expression: no query added
         c.title = "b"
         c.save()
-    with django_assert_num_queries(2, using=db):  # the update, then the one field read back
+    # Django 6.0 reads expressions back itself (RETURNING) and the instance then holds values;
+    # before 6.0 the capture reads back the one field, and the instance keeps the expression.
+    returning = django.VERSION >= (6, 0)
+    with django_assert_num_queries(1 if returning else 2, using=db):
         c.count = F("count") + 5
         c.save()
-    c.title = Concat(F("title"), Value("!"))  # a Func; c.count still holds F("count") + 5,
-    c.save()                                  # which Django applies again
+    c.title = Concat(F("title"), Value("!"))  # a Func; before 6.0 c.count still holds
+    c.save()                                  # F("count") + 5, which Django applies again
     c.count = Case(When(count__gt=10, then=Value(50)), default=Value(0))
-    c.save()  # (and the Concat again)
-    c.title = "plain again"  # the instance still holds Case(...) for count: Django applies it
-    c.save()                 # again; what counts is what the database stored
+    c.save()  # (and, before 6.0, the Concat again)
+    c.title = "plain again"  # before 6.0 the instance still holds Case(...) for count: Django
+    c.save()                 # applies it again; what counts is what the database stored
     assert page.matches("counters", counters(db)) == counters(db)
     events = page.of("counters")
-    assert [(e["event"], e["fields"]["title"], e["fields"]["count"]) for e in events] == [
-        ("created", "NEW", 7), ("updated", "b", 7), ("updated", "b", 12),
-        ("updated", "b!", 17), ("updated", "b!!", 50), ("updated", "plain again", 50)]
-    # changed holds real previous values, only of fields whose value changed
-    assert [e.get("changed") for e in events[1:]] == [
-        {"title": "NEW"}, {"count": 7}, {"title": "b", "count": 12},
-        {"title": "b!", "count": 17}, {"title": "b!!"}]
+    published = [(e["event"], e["fields"]["title"], e["fields"]["count"]) for e in events]
+    changed = [e.get("changed") for e in events[1:]]  # real previous values of changed fields
+    if returning:
+        assert published == [
+            ("created", "NEW", 7), ("updated", "b", 7), ("updated", "b", 12),
+            ("updated", "b!", 12), ("updated", "b!", 50), ("updated", "plain again", 50)]
+        assert changed == [{"title": "NEW"}, {"count": 7}, {"title": "b"}, {"count": 12},
+                           {"title": "b!"}]
+    else:
+        assert published == [
+            ("created", "NEW", 7), ("updated", "b", 7), ("updated", "b", 12),
+            ("updated", "b!", 17), ("updated", "b!!", 50), ("updated", "plain again", 50)]
+        assert changed == [{"title": "NEW"}, {"count": 7}, {"title": "b", "count": 12},
+                           {"title": "b!", "count": 17}, {"title": "b!!"}]
 
 
 # -- proxies -----------------------------------------------------------------------------------
