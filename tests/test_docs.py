@@ -442,3 +442,44 @@ def test_the_reference_documents_only_the_stated_public_api():
         assert internal not in members, f"{internal} is internal"
     assert "::: instant_signals.declarations.Seen" not in page
     assert "::: instant_signals.declarations.Change" not in page
+
+
+# -- the changelog -------------------------------------------------------------------------------
+
+KEEP_A_CHANGELOG_KINDS = ("Added", "Changed", "Deprecated", "Removed", "Fixed", "Security")
+
+
+def changelog_sections(text: str) -> list[tuple[str, list[str]]]:
+    """``[(version heading, [kind headings in order])]`` of a Keep a Changelog file."""
+    sections: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        if line.startswith("## "):
+            sections.append((line[3:].strip(), []))
+        elif line.startswith("### "):
+            assert sections, f"{line!r} before any version heading"
+            sections[-1][1].append(line[4:].strip())
+    return sections
+
+
+def test_the_changelog_can_become_a_release_section():
+    """Keep a Changelog: an ``[Unreleased]`` section first, only the six kinds of change as its
+    headings, each once and in the standard order, and a link for every version heading, so
+    that renaming the heading is all a release needs."""
+    text = (REPO / "CHANGELOG.md").read_text()
+    sections = changelog_sections(text)
+    assert sections and sections[0][0] == "[Unreleased]", sections[:1]
+    for version, kinds in sections:
+        assert kinds, f"{version}: no entries"
+        unknown = [k for k in kinds if k not in KEEP_A_CHANGELOG_KINDS]
+        assert not unknown, f"{version}: headings {unknown} are not Keep a Changelog's"
+        assert len(set(kinds)) == len(kinds), f"{version}: a heading repeats: {kinds}"
+        assert kinds == sorted(kinds, key=KEEP_A_CHANGELOG_KINDS.index), kinds
+        label = version.split(" ")[0]
+        assert re.search(rf"^{re.escape(label)}: https://", text, re.M), \
+            f"no link definition for {label}"
+
+
+def test_the_changelog_check_can_fail():
+    bad = "## [Unreleased]\n### Changed (breaking)\n- x\n### Added\n- y\n"
+    version, kinds = changelog_sections(bad)[0]
+    assert [k for k in kinds if k not in KEEP_A_CHANGELOG_KINDS] == ["Changed (breaking)"]
