@@ -63,7 +63,7 @@ class Failure(NamedTuple):
     """One delivery failure as ``recent_failures()`` keeps it."""
 
     at: float  # epoch seconds
-    count: int  # publications not delivered
+    publications: int  # how many were not delivered
     channels: tuple[str, ...]  # the first few channels concerned
     error: str
 

@@ -1,6 +1,7 @@
 """The admin an operator uses when delivery goes wrong: outbox rows and dead letters (retry,
 drop), the delivery page (backlog per partition, counters, failures), the declarations page,
-and who may see and do what. Django's test client; tests/test_admin_browser.py drives Chromium."""
+and who may see and do what, with Django's test client (tests/test_admin_browser.py drives
+the same admin in Chromium)."""
 
 from __future__ import annotations
 

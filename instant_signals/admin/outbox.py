@@ -23,7 +23,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from ..models import OutboxEntry
-from . import pages
+from .pages import delivery
 
 PENDING, FAILING, DEAD = "pending", "failing", "dead"
 
@@ -168,13 +168,14 @@ class OutboxEntryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # not gener
         if bulk is not None:
             bulk(request, OutboxEntry.objects.filter(pk__in=[row.pk for row in rows]))
             return
+        single = getattr(self, "log_deletion")  # noqa: B009 - gone from the 5.1+ stubs
         for row in rows:
-            self.log_deletion(request, row, str(row))
+            single(request, row, str(row))
 
     # -- the delivery page ----------------------------------------------------------------------
-    def get_urls(self) -> list[URLPattern]:  # type: ignore[override]  # plain patterns
+    def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view(self.delivery_view)
         return [path("delivery/", view, name="instant_signals_delivery"), *super().get_urls()]
 
     def delivery_view(self, request: Any) -> Any:
-        return pages.delivery(self, request, now=timezone.now())
+        return delivery(self, request, now=timezone.now())

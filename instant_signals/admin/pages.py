@@ -68,7 +68,7 @@ def delivery(model_admin: Any, request: Any, *, now: datetime) -> TemplateRespon
         raise PermissionDenied
     max_age = int(conf.app_setting("OUTBOX_MAX_AGE"))
     since = datetime.fromtimestamp(reporting.stats.since, tz=dt_timezone.utc)
-    failures = [{"at": datetime.fromtimestamp(f.at, tz=dt_timezone.utc), "count": f.count,
+    failures = [{"at": datetime.fromtimestamp(f.at, tz=dt_timezone.utc), "count": f.publications,
                  "channels": ", ".join(f.channels), "error": f.error}
                 for f in reporting.recent_failures()]
     context = {
