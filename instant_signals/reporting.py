@@ -6,17 +6,19 @@ A publication that cannot be delivered never raises into the caller's save: it i
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
+import time
 from contextvars import ContextVar
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 from django.dispatch import Signal
 
 from .channels import namespace_of
 from .exceptions import UNKNOWN_CHANNEL
 
-__all__ = ["Stats", "broadcast_failed", "stats"]
+__all__ = ["Failure", "Stats", "broadcast_failed", "recent_failures", "stats"]
 
 logger = logging.getLogger("instant_signals")
 
@@ -32,6 +34,7 @@ class Stats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts = {"published": 0, "failed": 0, "requests": 0, "dead": 0}
+        self.since = time.time()  # when this process started counting (epoch seconds)
 
     def add(self, name: str, n: int = 1) -> None:
         """Add ``n`` to counter ``name`` (thread-safe)."""
@@ -54,6 +57,27 @@ class Stats:
 
 
 stats = Stats()
+
+
+class Failure(NamedTuple):
+    """One delivery failure as ``recent_failures()`` keeps it."""
+
+    at: float  # epoch seconds
+    publications: int  # how many were not delivered
+    channels: tuple[str, ...]  # the first few channels concerned
+    error: str
+
+
+_RECENT = 20
+_recent: collections.deque[Failure] = collections.deque(maxlen=_RECENT)
+_recent_lock = threading.Lock()
+
+
+def recent_failures() -> list[Failure]:
+    """The last delivery failures of this process (at most 20), newest first. Like ``stats``,
+    per process: each web worker and each relay keeps its own, lost at restart."""
+    with _recent_lock:
+        return list(reversed(_recent))
 
 # Set by testing.capture_broadcasts(): envelopes are appended here instead of being sent.
 _capture: ContextVar[list[dict[str, Any]] | None] = ContextVar("instant_signals_capture",
@@ -80,6 +104,8 @@ def failed(publications: list[dict[str, Any]], error: Exception, sender: Any) ->
     """Log, count and signal publications that were not delivered; never raises."""
     stats.add("failed", len(publications))
     channels = sorted({str(p.get("channel")) for p in publications if isinstance(p, dict)})
+    with _recent_lock:
+        _recent.append(Failure(time.time(), len(publications), tuple(channels[:5]), str(error)))
     logger.error("instant_signals: %d publication(s) to %s not delivered: %s", len(publications),
                  ", ".join(channels[:5]) + ("..." if len(channels) > 5 else ""), error)
     if getattr(error, "code", None) == UNKNOWN_CHANNEL:
