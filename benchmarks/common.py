@@ -10,6 +10,20 @@ from typing import Any
 
 
 SCENARIOS = ["s1", "s2", "s3", "s4", "s5", "s6", "s6b", "s7", "s8", "s9", "s10", "s11"]
+
+
+def scenario_keys(text: str) -> tuple[list[str], list[str]]:
+    """``--scenarios`` as typed (``s1,S2, s6B``: the docs and the table say S2) → (known keys
+    in the order given, each once; unknown ones as typed)."""
+    chosen, unknown = [], []
+    for word in text.split(","):
+        key = word.strip().lower()
+        if key in SCENARIOS:
+            if key not in chosen:
+                chosen.append(key)
+        elif key:
+            unknown.append(word.strip())
+    return chosen, unknown
 FULL = {"s1": 2000, "s2": 1000, "s3": 1000, "s4": 1000, "s5": 10000, "s6": 1000, "s6b": 250,
         "s7": 20000, "s8": 1000, "s9": 1000, "s10": 2000, "s11": 10}
 # --quick: every arm of every scenario, small sizes, one round. Scenario 2 keeps its 1,000

@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
 import concurrency  # noqa: E402
 import durable  # noqa: E402
 from bench import Bench  # noqa: E402
-from common import SCENARIOS, log  # noqa: E402
+from common import SCENARIOS, log, scenario_keys  # noqa: E402
 from report import table, targets  # noqa: E402
 from workloads import clear_items, save_items  # noqa: E402
 
@@ -131,16 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="every arm of every scenario, small sizes, one round (< 2 minutes)")
     parser.add_argument("--rounds", type=int, default=0, help="rounds per arm (default 5, quick 1)")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help="comma-separated scenarios, any case (s1,s2 or S1,S2; default: "
+                             f"all, {','.join(SCENARIOS)})")
     parser.add_argument("--peer-python",
                         default=str(ROOT / ".venv-peer-instant" / "bin" / "python"))
     parser.add_argument("--out", default=str(HERE / "results" / "latest.json"))
     parser.add_argument("--profile", action="store_true", help="also write cProfile reports")
     args = parser.parse_args(argv)
-    chosen = [k for k in args.scenarios.split(",") if k]
-    unknown = sorted(set(chosen) - set(SCENARIOS))
-    if unknown:
-        parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
+    chosen, unknown = scenario_keys(args.scenarios)
+    if unknown or not chosen:
+        parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)} (any case)")
 
     # a plain `kill` still stops the servers and removes the temporary files (finally below)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

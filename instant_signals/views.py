@@ -203,23 +203,40 @@ def collection_view(request: HttpRequest) -> HttpResponse:
     A client subscribes ``since`` that position and applies the events to the rows: an event
     committed between the load and the subscription is neither missed nor lost. At most
     ``COLLECTION_MAX_ROWS`` rows per declaration (a ``queryset`` hook orders and filters them).
+    Each ``model`` parameter (the browser module's ``model`` option) must name a model that
+    publishes into the channel.
+
+    The order of the questions reveals nothing about private channels: for a ``$`` name, whether
+    the user may read it comes first, so a private channel she may not read and one that does
+    not exist get the same 403. A public name is never secret (Centrifugo serves it without a
+    token): whether a declaration makes it comes first, so a typo gets 404 ``not_a_collection``.
     """
     name = request.GET.get("channel", "")
     try:
         validate_channel(name)
     except ValueError as exc:
         return error(400, "bad_request", f'"channel": {exc}')
-    try:
-        declarations = _collection_declarations(name)
-    except InvalidChannel as exc:
-        if not is_private(name):  # a private name's shape is not told to who may not read it
+    if is_private(name):
+        if not can_read(request.user, name):
+            return _refused(name)
+        try:
+            declarations = _collection_declarations(name)
+        except InvalidChannel:  # not reached: may_read refuses such a name; for safety
+            declarations = []
+        if not declarations:  # readable through a Channel row: publish() only
+            return _not_a_collection(name)
+    else:
+        try:
+            declarations = _collection_declarations(name)
+        except InvalidChannel as exc:
             return error(400, "invalid_channel", f"{name[:80]!r}: {exc}")
-        declarations = []
-    if not can_read(request.user, name):
-        return error(403, "channel_not_allowed", f"you may not read {name!r}")
-    if not declarations:
-        return error(404, "not_a_collection",
-                     f"{name!r} is not a channel declared with @broadcast")
+        if not declarations:
+            return _not_a_collection(name)
+        if not can_read(request.user, name):  # a declared public name is readable: for safety
+            return _refused(name)
+    wrong_model = _check_models(request.GET.getlist("model"), name, declarations)
+    if wrong_model is not None:
+        return wrong_model
     try:
         position = stream_position(name)  # before the rows: a lower bound
     except CentrifugoError as exc:
@@ -232,6 +249,35 @@ def collection_view(request: HttpRequest) -> HttpResponse:
         rows += [{"model": declaration.label, "pk": pk, "fields": fields} for pk, fields in found]
         truncated |= more
     return JsonResponse({"channel": name, **position, "rows": rows, "truncated": truncated})
+
+
+def _refused(name: str) -> JsonResponse:
+    # One answer for "may not read" and, for a private name, "does not exist": the detail
+    # names both causes, so a developer knows where to look and a visitor learns nothing.
+    return error(403, "channel_not_allowed",
+                 f"you may not read {name!r}, or no @broadcast declaration makes it")
+
+
+def _not_a_collection(name: str) -> JsonResponse:
+    return error(404, "not_a_collection", f"{name[:80]!r} is not a channel declared with "
+                                          f"@broadcast: no model publishes its rows there")
+
+
+def _check_models(wanted: list[str], name: str,
+                  declarations: list[Declaration]) -> JsonResponse | None:
+    """A 400 naming the models that publish into ``name`` when one of ``wanted`` does not.
+
+    Asked only once the user may read the channel: the labels are what its events carry."""
+    publishing = list(dict.fromkeys(d.label for d in declarations))
+    for label in wanted:
+        if label not in publishing:
+            return JsonResponse({
+                "error": "model_not_in_channel",
+                "detail": f"model {label[:80]!r} does not publish into {name[:80]!r}; "
+                          f"the models that do: {', '.join(publishing)}",
+                "models": publishing,
+            }, status=400)
+    return None
 
 
 def _collection_declarations(name: str) -> list[Declaration]:

@@ -224,6 +224,39 @@ def test_built_pages_render_from_loopback_alone(served_site, chromium, path, sho
     assert foreign == [], f"the built site needs the network: {foreign}"
 
 
+@pytest.mark.parametrize("path, least", [("/explanation/performance/", 11),
+                                         ("/explanation/architecture/", 1)])
+def test_the_pictures_show_from_loopback_alone(served_site, chromium, path, least):
+    """The charts and the diagram are images of the built site: each one loads and has a size
+    (no CDN, no script), and what would be read aloud for it is there."""
+    page = chromium.new_page(viewport={"width": 1280, "height": 1000})
+    try:
+        response = page.goto(served_site + path)
+        assert response is not None and response.ok
+        page.wait_for_load_state("networkidle")
+        images = page.evaluate("""() => [...document.querySelectorAll("article img")]
+            .filter((i) => i.src.endsWith(".svg"))
+            .map((i) => ({src: i.src, alt: i.alt, width: i.naturalWidth, done: i.complete}))""")
+    finally:
+        page.close()
+    assert len(images) >= least, images
+    for image in images:
+        assert image["done"] and image["width"] > 0 and image["alt"], image
+
+
+def test_the_diagram_names_every_path_between_browser_django_and_centrifugo():
+    import xml.etree.ElementTree as ET
+
+    path = DOCS / "assets" / "diagrams" / "browser-django-centrifugo.svg"
+    root = ET.parse(path).getroot()  # well-formed, or this raises
+    words = " ".join("".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text"))
+    for name in ("get_token/", "subscribe/", "collection/", "WebSocket", "/connection/websocket",
+                 "/api/batch", "relay_outbox", "history", "COMMIT"):
+        assert name in words, name
+    page = (DOCS / "explanation" / "architecture.md").read_text()
+    assert "](../assets/diagrams/browser-django-centrifugo.svg)" in page
+
+
 # -- parts 2 and 3 of the tutorial, run ------------------------------------------------------------
 
 class TutorialSite(Site):

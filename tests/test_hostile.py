@@ -550,6 +550,15 @@ def _date_value(text: str):
 def collection_oracle(shapes, user, name: str) -> tuple[int, list | None]:
     """(status, sorted [(model, pk)] for a 200) for ``collection/?channel=name``, decided from
     the names' shapes and the rows, independently of the package."""
+    status, rows = _collection_oracle(shapes, user, name)
+    # Every declared public channel is readable: a public name refused is one no declaration
+    # makes, and that is a 404 (a private one stays a 403: who may not read learns nothing).
+    if status == 403 and not name.startswith("$"):
+        return 404, None
+    return status, rows
+
+
+def _collection_oracle(shapes, user, name: str) -> tuple[int, list | None]:
     if not valid_name(name):
         return 400, None
     authed = user is not None and user.is_authenticated

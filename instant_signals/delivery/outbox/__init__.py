@@ -12,6 +12,7 @@ One module per job:
 * ``writer``: the backend (``OutboxBackend``) and ``partition_for``;
 * ``store``: the table's operations, SQL per database vendor;
 * ``relay``: ``Relay``, what ``manage.py relay_outbox`` runs;
+* ``report``: ``RelayReport``, its periodic line of rate and backlog;
 * ``wake``: waking an idle relay (PostgreSQL ``LISTEN``, SQLite ``PRAGMA data_version``).
 
 Two ways drain the table: on PostgreSQL, Centrifugo's own ``postgresql`` consumer

@@ -102,10 +102,15 @@ class Relay:
         self.failures: dict[int, int] = {}
         self.not_before: dict[int, float] = {}
         self.undeleted: set[int] = set()  # delivered, delete failed: never send them again
+        self.sent_total = 0  # rows delivered since this relay was made (for reports)
+        self.dead_total = 0  # rows it moved to the dead letters
 
     # -- public -------------------------------------------------------------------------------
-    def run_once(self, max_batches_per_partition: int = 1000) -> RelayResult:
-        """One pass over the partitions that are due; never raises for Centrifugo failures."""
+    def run_once(self, max_batches_per_partition: int = 1000, *,
+                 tick: Callable[[], None] | None = None) -> RelayResult:
+        """One pass over the partitions that are due; never raises for Centrifugo failures.
+        ``tick()`` is called after every batch (e.g. a periodic report: a pass over a large
+        backlog can take minutes)."""
         result = RelayResult()
         self.waker.watch()  # before reading: a commit after this point wakes the next wait()
         if self.undeleted:
@@ -116,19 +121,26 @@ class Relay:
                 result.waiting_partitions.append(partition)
                 continue
             for _ in range(max_batches_per_partition):
-                if self._drain_batch(partition, result) != "more":
+                drained = self._drain_batch(partition, result)
+                if tick is not None:
+                    tick()
+                if drained != "more":
                     break
         return result
 
     def run(self, *, interval: float = 1.0, stop: Callable[[], bool] = lambda: False,
             max_passes: int | None = None,
-            sleep: Callable[[float], None] = time.sleep) -> None:
-        """Relay until ``stop()`` is true (or ``max_passes`` passes), waiting when idle."""
+            sleep: Callable[[float], None] = time.sleep,
+            tick: Callable[[], None] | None = None) -> None:
+        """Relay until ``stop()`` is true (or ``max_passes`` passes), waiting when idle;
+        ``tick()`` after every batch and every wait (at least every ``interval`` seconds)."""
         passes = 0
         while not stop() and (max_passes is None or passes < max_passes):
             passes += 1
+            if tick is not None:
+                tick()
             try:
-                result = self.run_once()
+                result = self.run_once(tick=tick)
             except Exception:  # noqa: BLE001 - a database hiccup must not end the relay
                 logger.exception("instant_signals: outbox relay pass failed")
                 self._close()
@@ -181,6 +193,8 @@ class Relay:
             self._settle(outcome)
         result.sent += len(outcome.delivered)
         result.dead += len(outcome.dead)
+        self.sent_total += len(outcome.delivered)
+        self.dead_total += len(outcome.dead)
         reporting.stats.add("published",
                             sum(row.method == "publish" for row in outcome.delivered))
         for row, row_error in outcome.dead:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Field
+from django.db.models import Count, Field, Min, Q
 from django.utils import timezone
 
 from ...models import OutboxEntry
@@ -36,6 +37,14 @@ class Row(NamedTuple):
     method: str
     payload: str
     attempts: int = 0
+
+
+class Backlog(NamedTuple):
+    """The outbox's totals: rows waiting, the oldest one's ``created_at``, dead letters."""
+
+    pending: int
+    oldest: datetime | None
+    dead: int
 
 
 @dataclass(frozen=True)
@@ -161,6 +170,15 @@ class Store:
         with self.conn.cursor() as cursor:
             cursor.execute(self._statements().pending)
             return int(cursor.fetchone()[0])
+
+    def backlog(self) -> Backlog:
+        """Pending rows, the oldest one's time and dead letters, in one query. (An aggregate of
+        the ORM: it converts the database's datetimes, which raw SQL on SQLite gives as text.)"""
+        waiting = Q(dead_at__isnull=True)
+        found = OutboxEntry.objects.using(self.using).aggregate(
+            pending=Count("id", filter=waiting), oldest=Min("created_at", filter=waiting),
+            dead=Count("id", filter=~waiting))
+        return Backlog(int(found["pending"] or 0), found["oldest"], int(found["dead"] or 0))
 
     # -- after sending ----------------------------------------------------------------------
     def delete(self, ids: list[int]) -> None:

@@ -5,6 +5,9 @@ Runs until stopped (SIGINT/SIGTERM finish the current batch, then exit); ``--onc
 is there and exits 1 if a partition could not be delivered and waits for a retry (for cron and
 health checks); rows that became dead letters are done (``OutboxEntry.objects.dead()``, system
 check W040), not a reason for exit status 1.
+
+Every ``--report-every`` seconds (10; 0: never) it prints one line of rate and backlog
+(``delivery.outbox.report``); ``-v 0`` prints nothing but ``--once``'s result and errors.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS
 
 from ...delivery.outbox import Relay
+from ...delivery.outbox.report import RelayReport
+from ...progress import Progress
 
 
 class Command(BaseCommand):
@@ -37,6 +42,9 @@ class Command(BaseCommand):
                             help="longest retry delay in seconds (default 30)")
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS,
                             help="database alias holding the outbox (default 'default')")
+        parser.add_argument("--report-every", type=float, default=10.0, metavar="SECONDS",
+                            help="print delivered rows, rate and backlog this often "
+                                 "(default 10; 0: never; -v 0: never)")
         parser.add_argument("--max-passes", type=int, default=None, help=argparse.SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -44,10 +52,16 @@ class Command(BaseCommand):
             raise CommandError("--interval must be positive")
         if options["batch_size"] is not None and options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1")
+        every = options["report_every"]
+        if not every >= 0:  # also NaN
+            raise CommandError("--report-every must be 0 (no reports) or a positive number of "
+                               "seconds")
         relay = Relay(options["database"], batch_size=options["batch_size"],
                       backoff=options["backoff"], max_backoff=options["max_backoff"])
+        out = Progress(self.stdout, verbosity=options["verbosity"], tty=False)
+        tick = RelayReport(relay, every, out.line).tick if every and out.verbosity else None
         if options["once"]:
-            result = relay.run_once()
+            result = relay.run_once(tick=tick)  # a line per period only if the drain lasts
             self.stdout.write(f"sent {result.sent}, dead {result.dead}, "
                               f"pending {relay.pending()}")
             if result.failed_partitions:
@@ -62,16 +76,16 @@ class Command(BaseCommand):
             stopping.append(signum)
 
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        self.stdout.write(f"relaying the outbox of database {options['database']!r} "
-                          f"(Ctrl-C to stop)")
-        self.stdout.flush()
+        reports = f"; a report every {every:g} s" if tick else ""
+        out.line(f"relaying the outbox of database {options['database']!r} "
+                 f"(Ctrl-C to stop{reports})")
         try:
             relay.run(interval=options["interval"], stop=lambda: bool(stopping),
-                      max_passes=options["max_passes"], sleep=_sleeper(stopping))
+                      max_passes=options["max_passes"], sleep=_sleeper(stopping), tick=tick)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        self.stdout.write(f"stopped; pending {relay.pending()}")
+        out.line(f"stopped after delivering {relay.sent_total}; pending {relay.pending()}")
 
 
 def _sleeper(stopping: list[int]) -> Callable[[float], None]:

@@ -831,7 +831,10 @@ export class Instant {
   async _loadState(name, sub) {
     let answer;
     try {
-      answer = await this._request(`collection/?channel=${encodeURIComponent(name)}`);
+      // The models its collections keep: collection/ answers 400 if one does not publish there.
+      const models = new Set([...this._collections].filter((c) => c.channel === name && c.model)
+        .map((c) => `&model=${encodeURIComponent(String(c.model))}`));
+      answer = await this._request(`collection/?channel=${encodeURIComponent(name)}${[...models].join("")}`);
     } catch (e) {
       const current = this._subs.get(name)?.sub === sub();
       if (current && e instanceof InstantError && [400, 403, 404].includes(e.status)) {
