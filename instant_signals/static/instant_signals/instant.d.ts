@@ -219,7 +219,7 @@ export declare class Instant {
   /** The connection token's `info` (e.g. {name}); null for anonymous visitors. */
   readonly info: { name: string; [key: string]: unknown } | null;
   readonly state: ConnectionState;
-  /** Why the page is not connected now (or why a token refresh fails); null when all is well. */
+  /** Why the page is not connected now; null when connected (or the cause is not known yet). */
   readonly problem: Problem | null;
   readonly client: Centrifuge | null;
   readonly csrfToken: string | null;

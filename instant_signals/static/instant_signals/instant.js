@@ -606,7 +606,7 @@ export class Instant {
     this.info = null;
     /** @type {ConnectionState} */
     this.state = "disconnected";
-    /** @type {Problem | null} why the page is not connected (or a token refresh fails) now */
+    /** @type {Problem | null} why the page is not connected now (null when connected) */
     this.problem = null;
     /** @type {Centrifuge | null} */
     this.client = null;
@@ -630,8 +630,8 @@ export class Instant {
     this._known = false; // whether get_token/ answered once
     this._stopped = false; // stop() called: no reconnect after ACCESS_CHANGED
     this._tried = false; // connected once, or failed once: the next attempt is "reconnecting"
-    /** @type {Cause | null} the problem last written to the console (once per cause) */
-    this._logged = null;
+    /** @type {Set<Cause>} causes written to the console since the last "connected" */
+    this._logged = new Set();
     this._failures = 0; // consecutive attempts that ended in a problem (for FAILURE_DELAYS)
     this._probes = 0; // the websocket failure a reachability probe answers
     /** @type {(() => void)[]} resolved at the next "connected" */
@@ -692,8 +692,8 @@ export class Instant {
     if (problem) this.problem = problem;
     if (problem) this._log(problem);
     if (state === "connected") {
-      if (this._logged) console.info(`instant_signals: connected to ${this._wsUrl}.`);
-      this._logged = null;
+      if (this._logged.size) console.info(`instant_signals: connected to ${this._wsUrl}.`);
+      this._logged.clear();
       this._failures = 0;
       this._tried = true;
     }
@@ -721,8 +721,8 @@ export class Instant {
    * @param {Problem} problem
    */
   _log(problem) {
-    if (this._logged === problem.cause) return;
-    this._logged = problem.cause;
+    if (this._logged.has(problem.cause)) return;
+    this._logged.add(problem.cause);
     if (problem.level === "warn") console.warn(describe(problem));
     else console.error(describe(problem));
   }
@@ -1015,7 +1015,7 @@ export class Instant {
       try {
         client = client || this._createClient(payload);
         this._adopt(payload);
-        this._connect(client, payload);
+        client.connect();
       } catch (error) {
         this._failed(badWsUrl(payload.ws_url, error), "disconnected"); // no retry can fix it
       }
@@ -1047,18 +1047,6 @@ export class Instant {
     const delay = FAILURE_DELAYS[Math.min(this._failures, FAILURE_DELAYS.length - 1)];
     this._failures += 1;
     return new Promise((resolve) => setTimeout(resolve, delay));
-  }
-
-  /**
-   * Connect `client` with the token and websocket URL of `payload` (connect() throws for a URL
-   * no retry can fix).
-   * @param {Centrifuge} client
-   * @param {TokenPayload} payload
-   */
-  _connect(client, payload) {
-    const mixed = typeof location === "undefined" ? null : mixedContent(payload.ws_url, location.protocol);
-    if (mixed) this._failed(mixed);
-    client.connect();
   }
 
   /**
@@ -1108,10 +1096,12 @@ export class Instant {
   async _diagnoseWebsocket(client) {
     const probe = ++this._probes;
     const url = this._wsUrl;
-    const answers = await reachable(url);
+    const page = typeof location === "undefined" ? { protocol: "", origin: "" } : location;
+    const mixed = mixedContent(url, page.protocol);
+    const answers = mixed ? false : await reachable(url);
     if (probe !== this._probes || this.client !== client || this.state === "connected" || this._stopped) return;
-    const origin = typeof location === "undefined" ? "" : location.origin;
-    this._failed(websocketProblem(url, answers, origin), this.state === "disconnected" ? "disconnected" : "reconnecting");
+    const problem = mixed || websocketProblem(url, answers, page.origin);
+    this._failed(problem, this.state === "disconnected" ? "disconnected" : "reconnecting");
   }
 
   /**
@@ -1129,7 +1119,7 @@ export class Instant {
     this._adopt(payload);
     client.setToken(payload.ws_token);
     try {
-      this._connect(client, payload);
+      client.connect();
     } catch (error) {
       this._failed(badWsUrl(payload.ws_url, error), "disconnected");
     }
@@ -1159,7 +1149,7 @@ export class Instant {
       this._adopt(payload);
       client.setToken(payload.ws_token);
       try {
-        this._connect(client, payload);
+        client.connect();
       } catch (error) {
         this._failed(badWsUrl(payload.ws_url, error), "disconnected");
         return;
@@ -1426,12 +1416,12 @@ export class Instant {
     if (!client) {
       client = this._createClient(payload);
       this._adopt(payload);
-      this._connect(client, payload);
+      client.connect();
     } else if (userOf(payload.ws_token) !== this.user) {
       client.disconnect(); // ends an attempt in progress with the old session's token
       this._adopt(payload);
       client.setToken(payload.ws_token);
-      this._connect(client, payload);
+      client.connect();
     } else {
       this._adopt(payload);
     }
