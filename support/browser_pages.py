@@ -96,7 +96,10 @@ class SiteServer:
     """``runserver`` of the test project against ``centrifugo``, on ``port``."""
 
     def __init__(self, workdir: Path, centrifugo: CentrifugoProcess, port: int, *,
-                 settings: dict[str, Any] | None = None, models: dict[str, Any] | None = None):
+                 settings: dict[str, Any] | None = None, models: dict[str, Any] | None = None,
+                 overrides: dict[str, Any] | None = None):
+        """``settings``: keys of INSTANT_SIGNALS; ``overrides``: Django settings set last (e.g. a
+        stale ``CENTRIFUGO_HMAC_KEY``, another ``ROOT_URLCONF``)."""
         self.workdir = workdir
         self.port = port
         self.url = f"http://127.0.0.1:{port}/"
@@ -105,7 +108,8 @@ class SiteServer:
         (workdir / f"{module}.py").write_text(SETTINGS.format(
             db=str(workdir / f"db-{port}.sqlite3"), api_url=centrifugo.api_url,
             ws_url=centrifugo.ws_url, api_key=centrifugo.api_key, hmac_key=centrifugo.hmac_key,
-            extra=settings or {}, models=models or {}))
+            extra=settings or {}, models=models or {})
+            + "".join(f"{name} = {value!r}\n" for name, value in (overrides or {}).items()))
         self.env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
         self.env.update(DJANGO_SETTINGS_MODULE=module, PYTHONUNBUFFERED="1",
                         PYTHONPATH=os.pathsep.join([str(workdir), str(REPO)]))

@@ -79,6 +79,21 @@ class Demo:
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
+    def runserver(self, port: int) -> subprocess.Popen:
+        """One more runserver of the demo (its database, its Centrifugo) on ``port``."""
+        python = REPO / os.environ.get("DEMO_VENV", ".venv-demo") / "bin" / "python"
+        process = subprocess.Popen(
+            [str(python), "demo_project/manage.py", "runserver", f"127.0.0.1:{port}",
+             "--noreload"], cwd=REPO, env=self.env, stdin=subprocess.DEVNULL,
+            stdout=open(self.data_dir / f"runserver-{port}.log", "wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while not port_open(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"runserver on {port} did not start")
+            time.sleep(0.1)
+        return process
+
     def stop(self) -> int | None:
         """SIGTERM to scripts/demo alone: it must stop Django and Centrifugo itself."""
         if self.process.poll() is None:
@@ -161,6 +176,8 @@ def open_page(browser, url: str, errors: list):
         if "/instant/get_token/" in request.url or "/instant/subscribe/" in request.url else None)
     page.goto(url)
     page.wait_for_function("document.body.dataset.state === 'connected'")
+    page.wait_for_function("document.querySelector('#state').textContent === 'live'")
+    assert page.locator("#problem").is_hidden()
     page.wait_for_function("document.querySelector('#channels').textContent.includes('feed')")
     return page
 
@@ -285,6 +302,27 @@ def test_demo_pages_follow_server_side_changes_and_keep_private_feeds_private(de
     (ARTIFACTS / "demo-events.json").write_text(
         json.dumps(alice.evaluate("window.demo.events"), indent=1))
     assert errors == []
+
+    # 9. The demo's runserver on a port its Centrifugo config does not list (installws
+    #    --origin): the page says "not allowed", with the reason and the fix.
+    port = free_port()
+    other = demo.runserver(port)
+    try:
+        page = browser.new_context().new_page()
+        page.set_default_timeout(WAIT_MS)
+        refused: list[str] = []
+        page.on("pageerror", lambda exc: refused.append(str(exc)))
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("document.querySelector('#state').textContent === 'not allowed'")
+        problem = page.locator("#problem").text_content()
+        assert f"origin http://127.0.0.1:{port} is most likely not in" in problem, problem
+        assert f"Fix: add it (python manage.py installws --origin http://127.0.0.1:{port}" in problem
+        assert page.evaluate("document.documentElement.dataset.instantCause") == "origin_refused"
+        page.screenshot(path=str(ARTIFACTS / "demo-not-allowed.png"))
+        assert refused == []
+    finally:
+        other.terminate()
+        other.wait(30)
 
 
 # -- access rules of the browser module, against the test project ---------------------------------

@@ -234,9 +234,48 @@ def test_test_app_types_follow_the_fields(tsc, tmp_path):
 
 def test_the_browser_module_jsdoc_compiles_strictly(tsc, tmp_path):
     folder = project(tmp_path, tsc)
-    shutil.copy(STATIC / "instant.js", folder / "instant.js")
+    for name in ("instant.js", "diagnosis.js"):  # diagnosis.js: instant.js imports it
+        shutil.copy(STATIC / name, folder / name)
     code, output = compile_ts(tsc, folder, "instant.js", flags=("--allowJs", "--checkJs"))
     assert code == 0, output
+
+
+# The connection's state, as a page follows it: the DOM event, the callback, the listener.
+STATE_HANDLER = """\
+import { Instant } from "./instant.js";
+import type { Cause, ConnectionState, StateDetail } from "./instant.js";
+
+const badge = (state: ConnectionState, cause: Cause | null): string =>
+  cause === "origin_refused" || cause === "token_rejected" ? "not allowed"
+    : state === "connected" ? "live" : state;
+const instant = new Instant({ onState: (detail) => console.log(badge(detail.state, detail.cause)) });
+document.addEventListener("instant:state", (event) => {
+  const fix: string | null = event.detail.fix;
+  console.log(event.detail.reason, fix, event.detail.instant === instant);
+});
+instant.addListener("state", (detail: StateDetail) => console.log(detail.ctx));
+const reason: string | undefined = instant.problem?.reason;
+console.log(reason, instant.state === "reconnecting");
+"""
+
+STATE_MISTAKES = """\
+import { Instant } from "./instant.js";
+
+const instant = new Instant();
+document.addEventListener("instant:state", (event) => console.log(event.detail.state === "online"));
+console.log(instant.problem?.cause === "no_such_cause");
+"""
+
+
+def test_the_state_events_are_typed(tsc, tmp_path):
+    folder = project(tmp_path, tsc)
+    (folder / "state.ts").write_text(STATE_HANDLER)
+    code, output = compile_ts(tsc, folder, "state.ts")
+    assert code == 0, output
+    (folder / "mistakes.ts").write_text(STATE_MISTAKES)
+    code, output = compile_ts(tsc, folder, "mistakes.ts")
+    errors = re.findall(r"mistakes\.ts\((\d+),\d+\): error (TS\d+)", output)
+    assert sorted({int(line) for line, _ in errors}) == [4, 5], output
 
 
 @pytest.mark.parametrize(("field", "expected"), [

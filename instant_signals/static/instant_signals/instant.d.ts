@@ -130,6 +130,57 @@ export declare class Presence<I = { name: string }> {
   close(): void;
 }
 
+/** The connection: "connecting" (the first attempt), "connected", "reconnecting" (trying again
+ * after a failure or a drop), "disconnected" (not trying: before start(), after stop(), or
+ * after a disconnect no retry can fix). */
+export type ConnectionState = "disconnected" | "connecting" | "connected" | "reconnecting";
+
+/** Why the page is not connected (see the browser module reference for each). */
+export type Cause =
+  | "offline"
+  | "endpoint_not_found"
+  | "django_unreachable"
+  | "not_configured"
+  | "server_error"
+  | "http_error"
+  | "bad_answer"
+  | "centrifugo_unreachable"
+  | "origin_refused"
+  | "token_rejected"
+  | "mixed_content"
+  | "bad_ws_url"
+  | "server_disconnected";
+
+/** What is wrong and what to do about it (written once to the console, until connected). */
+export interface Problem {
+  cause: Cause;
+  reason: string;
+  fix: string;
+  /** "warn": may pass by itself (a restart, the network); "error": needs a fix. */
+  level: "error" | "warn";
+  error?: unknown;
+}
+
+/** The detail of "state" events (addListener, onState) and of the DOM event "instant:state". */
+export interface StateDetail {
+  state: ConnectionState;
+  /** Why the page is not connected, when known; null otherwise (and when connected). */
+  cause: Cause | null;
+  reason: string | null;
+  fix: string | null;
+  error: unknown;
+  /** centrifuge's context of the change ({code, reason}), if any. */
+  ctx: unknown;
+  instant: Instant;
+}
+
+declare global {
+  interface DocumentEventMap {
+    /** Dispatched on document at every state change of an Instant. */
+    "instant:state": CustomEvent<StateDetail>;
+  }
+}
+
 export interface InstantOptions {
   /** Where instant_signals.urls is mounted (default "/instant/"). */
   endpoint?: string;
@@ -139,6 +190,8 @@ export interface InstantOptions {
   userChannels?: string[];
   /** Extra options for `new Centrifuge(...)`. */
   centrifuge?: Record<string, unknown>;
+  /** Called at every state change, as addListener("state", ...). */
+  onState?: (detail: StateDetail) => void;
   debug?: boolean;
 }
 
@@ -165,7 +218,9 @@ export declare class Instant {
   readonly user: string;
   /** The connection token's `info` (e.g. {name}); null for anonymous visitors. */
   readonly info: { name: string; [key: string]: unknown } | null;
-  readonly state: "disconnected" | "connecting" | "connected";
+  readonly state: ConnectionState;
+  /** Why the page is not connected now; null when connected (or the cause is not known yet). */
+  readonly problem: Problem | null;
   readonly client: Centrifuge | null;
   readonly csrfToken: string | null;
   /** Channels refused or taken away, asked for again at the next token refresh. */
@@ -176,12 +231,12 @@ export declare class Instant {
   on(bucket: string, eventClass: string, handler: Handler<any>): () => void;
   on(bucket: string, handler: Handler<any>): () => void;
 
-  addListener(type: "state", listener: (detail: { state: string; ctx: unknown }) => void): () => void;
+  addListener(type: "state", listener: (detail: StateDetail) => void): () => void;
   addListener(type: "user", listener: (detail: { user: string; info: Instant["info"] }) => void): () => void;
   addListener(type: "publication", listener: (envelope: Envelope<any>) => void): () => void;
   addListener(type: "subscribed" | "unsubscribed", listener: (detail: { channel: string; ctx: unknown }) => void): () => void;
   addListener(type: "denied", listener: (detail: { channel: string; error: InstantError }) => void): () => void;
-  addListener(type: "error", listener: (detail: { channel?: string; error: unknown }) => void): () => void;
+  addListener(type: "error", listener: (detail: { channel?: string; error: unknown; problem?: Problem }) => void): () => void;
 
   /** A live list of a declared channel's rows ("{user}": the logged-in user's id). */
   collection<E extends ModelEventBase = ModelEvent>(channel: string, options?: CollectionOptions<E>): Collection<E>;
@@ -189,6 +244,8 @@ export declare class Instant {
   presence<I = { name: string }>(channel: string): Presence<I>;
 
   fetchTokens(): Promise<TokenPayload>;
+  /** Resolves once connected; never rejects for a failure to connect (the module tries again
+   * and says why: console, "state" events); stays pending meanwhile. */
   start(): Promise<Instant>;
   subscribe(name: string): unknown;
   unsubscribe(name: string): void;

@@ -40,6 +40,9 @@
 // asked for again at the next token refresh, or at once with instant.refresh().
 
 import { Centrifuge, UnauthorizedError } from "centrifuge";
+import {
+  badWsUrl, describe, disconnectProblem, httpProblem, mixedContent, reachable, websocketProblem,
+} from "./diagnosis.js";
 
 const ANY = "*";
 const SERVER_UNSUBSCRIBE = 2000; // Centrifugo's unsubscribe code for the server API's unsubscribe
@@ -47,6 +50,10 @@ const SERVER_UNSUBSCRIBE = 2000; // Centrifugo's unsubscribe code for the server
 // 4500-4999 are terminal codes for applications: centrifuge does not reconnect by itself.
 const ACCESS_CHANGED = 4501;
 const RETRY_DELAYS = [250, 1000, 2000, 5000, 10000]; // get_token/ after ACCESS_CHANGED failed
+// ms before asking again after a failure nothing but a fix can end (a 404 of get_token/, a token
+// Centrifugo rejects): the page comes back by itself once it is fixed, without hammering.
+const FAILURE_DELAYS = [1000, 2000, 5000, 10000, 30000];
+const STATE_EVENT = "instant:state"; // the DOM event on document
 const SAME_USER_RECHECK = 2000; // ms: get_token/ once more when it still named the same user
 const SEEN_IDS = 10000; // event ids a collection remembers, to drop a repeated event
 
@@ -118,7 +125,23 @@ const SEEN_IDS = 10000; // event ids a collection remembers, to drop a repeated 
  * @property {string[]} [userChannels]  more channels of the logged-in user, "{user}" replaced by
  *           the user's id (kept for compatibility: get_token/ lists declared per-user channels)
  * @property {Record<string, unknown>} [centrifuge]  extra options for `new Centrifuge(...)`
+ * @property {(detail: StateDetail) => void} [onState]  called at every state change (as
+ *           addListener("state", ...))
  * @property {boolean} [debug=false]  log to the console
+ *
+ * @typedef {"disconnected" | "connecting" | "connected" | "reconnecting"} ConnectionState
+ * @typedef {import("./diagnosis.js").Problem} Problem
+ * @typedef {import("./diagnosis.js").Cause} Cause
+ *
+ * The detail of "state" events (addListener, onState) and of the DOM event "instant:state".
+ * @typedef {object} StateDetail
+ * @property {ConnectionState} state
+ * @property {Cause | null} cause   why the page is not connected, if known
+ * @property {string | null} reason what happened, in a sentence
+ * @property {string | null} fix    what to do about it
+ * @property {unknown} error        the underlying error, if any
+ * @property {unknown} ctx          centrifuge's context of the change ({code, reason}), if any
+ * @property {Instant} instant
  *
  * @typedef {object} TokenPayload  the answer of get_token/ and login/
  * @property {string} csrf_token
@@ -581,8 +604,10 @@ export class Instant {
     this.user = "";
     /** @type {any} the connection token's `info` (e.g. {name}); null for anonymous visitors */
     this.info = null;
-    /** @type {"disconnected" | "connecting" | "connected"} */
+    /** @type {ConnectionState} */
     this.state = "disconnected";
+    /** @type {Problem | null} why the page is not connected now (null when connected) */
+    this.problem = null;
     /** @type {Centrifuge | null} */
     this.client = null;
     /** @type {{bucket: string, eventClass: string, handler: Handler}[]} */
@@ -604,6 +629,15 @@ export class Instant {
     this._identity = 0; // changes whenever the user changes
     this._known = false; // whether get_token/ answered once
     this._stopped = false; // stop() called: no reconnect after ACCESS_CHANGED
+    this._tried = false; // connected once, or failed once: the next attempt is "reconnecting"
+    /** @type {Set<Cause>} causes written to the console since the last "connected" */
+    this._logged = new Set();
+    this._failures = 0; // consecutive attempts that ended in a problem (for FAILURE_DELAYS)
+    this._probes = 0; // the websocket failure a reachability probe answers
+    /** @type {(() => void)[]} resolved at the next "connected" */
+    this._waiters = [];
+    this._wsUrl = ""; // the websocket URL of the client
+    if (options.onState) this.addListener("state", /** @type {Listener} */ (options.onState));
   }
 
   // ---- events for the page ------------------------------------------------------------------
@@ -640,6 +674,95 @@ export class Instant {
     return () => {
       this.listeners[type] = this.listeners[type].filter((l) => l !== listener);
     };
+  }
+
+  /**
+   * The connection's state, and why it is not connected. Tells the page ("state" listeners,
+   * the DOM event "instant:state" on document, data-instant-state and data-instant-cause on
+   * <html>) when the state or its cause changed; writes a problem to the console once, until
+   * the page is connected again.
+   * @param {ConnectionState} state
+   * @param {Problem | null} [problem]  null: keep the one known (cleared when connected)
+   * @param {unknown} [ctx]  centrifuge's context
+   */
+  _setState(state, problem = null, ctx = undefined) {
+    const before = this.state;
+    const cause = this.problem && this.problem.cause;
+    if (state === "connected" || state === "disconnected" && !problem) this.problem = null;
+    if (problem) this.problem = problem;
+    if (problem) this._log(problem);
+    if (state === "connected") {
+      if (this._logged.size) console.info(`instant_signals: connected to ${this._wsUrl}.`);
+      this._logged.clear();
+      this._failures = 0;
+      this._tried = true;
+    }
+    this.state = state;
+    const now = this.problem;
+    if (before === state && cause === (now && now.cause)) return;
+    /** @type {StateDetail} */
+    const detail = {
+      state, cause: now ? now.cause : null, reason: now ? now.reason : null, fix: now ? now.fix : null,
+      error: now ? now.error : undefined, ctx, instant: this,
+    };
+    if (typeof document !== "undefined") {
+      const root = document.documentElement;
+      root.dataset.instantState = state;
+      if (detail.cause) root.dataset.instantCause = detail.cause;
+      else delete root.dataset.instantCause;
+      document.dispatchEvent(new CustomEvent(STATE_EVENT, { detail }));
+    }
+    this._emit("state", detail);
+    if (state === "connected") for (const resolve of this._waiters.splice(0)) resolve();
+  }
+
+  /**
+   * Write a problem to the console, once per cause until connected again.
+   * @param {Problem} problem
+   */
+  _log(problem) {
+    if (this._logged.has(problem.cause)) return;
+    this._logged.add(problem.cause);
+    if (problem.level === "warn") console.warn(describe(problem));
+    else console.error(describe(problem));
+  }
+
+  /**
+   * A problem while not connected: "reconnecting" (the module tries again), or the state given.
+   * @param {Problem} problem
+   * @param {ConnectionState} [state]
+   */
+  _failed(problem, state = "reconnecting") {
+    this._tried = true;
+    this._emit("error", { error: problem.error || new InstantError(problem.reason, 0), problem });
+    if (this.state === "connected") this._log(problem); // a token refresh: still connected
+    else this._setState(state, problem);
+  }
+
+  /**
+   * Resolves at the next "connected" (at once when connected); with `timeout` (ms) it rejects
+   * with an InstantError naming the problem.
+   * @param {number} [timeout]
+   * @returns {Promise<void>}
+   */
+  _connected(timeout) {
+    if (this.state === "connected") return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      /** @type {ReturnType<typeof setTimeout> | undefined} */
+      let timer;
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this._waiters.push(done);
+      if (timeout) {
+        timer = setTimeout(() => {
+          this._waiters = this._waiters.filter((w) => w !== done);
+          const why = this.problem ? `: ${this.problem.reason}` : "";
+          reject(new InstantError(`not connected after ${timeout} ms${why}`, 0));
+        }, timeout);
+      }
+    });
   }
 
   /**
@@ -799,6 +922,9 @@ export class Instant {
    */
   async fetchTokens() {
     const payload = await this._request("get_token/");
+    if (!payload || typeof payload !== "object" || !payload.ws_token || !payload.ws_url) {
+      throw new InstantError("get_token/: the answer has no ws_token and ws_url", 200, payload);
+    }
     this.csrfToken = payload.csrf_token || this.csrfToken;
     return payload;
   }
@@ -875,17 +1001,55 @@ export class Instant {
   // ---- connection ----------------------------------------------------------------------------
 
   /**
-   * Fetch tokens, connect and subscribe to the user's channels. Resolves once connected.
+   * Fetch tokens, connect and subscribe to the user's channels. Resolves once connected. It
+   * never rejects for a failure to connect: the module tries again (get_token/ and the
+   * websocket, with a growing delay) and says why in the console and in "state" events; the
+   * promise stays pending meanwhile.
    * @returns {Promise<Instant>}
    */
   async start() {
     this._stopped = false;
-    const payload = await this.fetchTokens();
-    const client = this.client || this._createClient(payload);
-    this._adopt(payload);
-    client.connect();
-    await client.ready(10000);
+    if (this.state === "connected") return this;
+    if (this.state === "disconnected") this._setState(this._tried ? "reconnecting" : "connecting");
+    const payload = await this._tokensOnceAnswered();
+    const state = /** @type {ConnectionState} */ (this.state); // it changed meanwhile, maybe
+    if (payload && state !== "connected") {
+      let client = this.client;
+      try {
+        client = client || this._createClient(payload);
+        this._adopt(payload);
+        client.connect();
+      } catch (error) {
+        this._failed(badWsUrl(payload.ws_url, error), "disconnected"); // no retry can fix it
+      }
+    }
+    await this._connected();
     return this;
+  }
+
+  /**
+   * get_token/'s answer, asked again after a growing delay while it fails (each failure is a
+   * "reconnecting" state with its cause); null when stop() was called meanwhile.
+   * @returns {Promise<TokenPayload | null>}
+   */
+  async _tokensOnceAnswered() {
+    for (;;) {
+      if (this._stopped) return null;
+      try {
+        return await this.fetchTokens();
+      } catch (error) {
+        if (this._stopped) return null;
+        this._failed(httpProblem(this.endpoint, "get_token/", error));
+        await this._pause();
+      }
+    }
+  }
+
+  /** Wait before the next attempt after a failure (FAILURE_DELAYS, growing). */
+  _pause() {
+    const delay = FAILURE_DELAYS[Math.min(this._failures, FAILURE_DELAYS.length - 1)];
+    this._failures += 1;
+    return new Promise((resolve) => setTimeout(resolve, delay));
   }
 
   /**
@@ -899,17 +1063,69 @@ export class Instant {
       getToken: () => this._connectionToken(),
     });
     this.client = client;
-    for (const state of /** @type {const} */ (["connecting", "connected", "disconnected"])) {
-      client.on(state, (/** @type {unknown} */ ctx) => {
-        this.state = state;
-        this._emit("state", { state, ctx });
-      });
-    }
-    client.on("error", (ctx) => this._emit("error", { error: ctx.error }));
+    this._wsUrl = payload.ws_url;
+    client.on("connecting", (ctx) => {
+      if (this.client !== client) return;
+      this._setState(this._tried ? "reconnecting" : "connecting", null, ctx);
+    });
+    client.on("connected", (ctx) => {
+      if (this.client === client) this._setState("connected", null, ctx);
+    });
     client.on("disconnected", (ctx) => {
-      if (ctx.code === ACCESS_CHANGED) this._afterAccessChange(client);
+      if (this.client !== client) return;
+      const problem = this._stopped ? null : disconnectProblem(ctx);
+      if (problem && problem.cause === "token_rejected") {
+        this._failed(problem); // "reconnecting": with a fresh token, after a pause
+        this._afterRejection(client);
+      } else if (problem) {
+        this._failed(problem, "disconnected");
+      } else {
+        this._setState("disconnected", null, ctx);
+        if (ctx.code === ACCESS_CHANGED) this._afterAccessChange(client);
+      }
+    });
+    client.on("error", (ctx) => {
+      this._emit("error", { error: ctx.error });
+      if (ctx.type === "transport" && this.client === client) this._diagnoseWebsocket(client);
     });
     return client;
+  }
+
+  /**
+   * The websocket did not open: find out whether Centrifugo runs there (then it refused this
+   * page's origin) and report that, unless the client connected or failed again meanwhile.
+   * @param {Centrifuge} client
+   */
+  async _diagnoseWebsocket(client) {
+    const probe = ++this._probes;
+    const url = this._wsUrl;
+    const page = typeof location === "undefined" ? { protocol: "", origin: "" } : location;
+    const mixed = mixedContent(url, page.protocol);
+    const answers = mixed ? false : await reachable(url);
+    if (probe !== this._probes || this.client !== client || this.state === "connected" || this._stopped) return;
+    const problem = mixed || websocketProblem(url, answers, page.origin);
+    this._failed(problem, this.state === "disconnected" ? "disconnected" : "reconnecting");
+  }
+
+  /**
+   * Centrifugo rejected the connection token (3500, terminal for centrifuge): after a pause,
+   * fresh tokens from get_token/ and another attempt, so the page comes back once the keys
+   * match again.
+   * @param {Centrifuge} client
+   */
+  async _afterRejection(client) {
+    await this._pause();
+    const current = () => this.client === client && !this._stopped && client.state === "disconnected";
+    if (!current()) return;
+    const payload = await this._tokensOnceAnswered();
+    if (!payload || !current()) return;
+    this._adopt(payload);
+    client.setToken(payload.ws_token);
+    try {
+      client.connect();
+    } catch (error) {
+      this._failed(badWsUrl(payload.ws_url, error), "disconnected");
+    }
   }
 
   /**
@@ -926,7 +1142,7 @@ export class Instant {
       try {
         payload = await this.fetchTokens();
       } catch (error) {
-        this._emit("error", { error });
+        if (current()) this._failed(httpProblem(this.endpoint, "get_token/", error));
         const delay = RETRY_DELAYS[Math.min(attempt, RETRY_DELAYS.length - 1)];
         await new Promise((resolve) => setTimeout(resolve, delay));
         continue;
@@ -935,7 +1151,12 @@ export class Instant {
       const user = this.user;
       this._adopt(payload);
       client.setToken(payload.ws_token);
-      client.connect();
+      try {
+        client.connect();
+      } catch (error) {
+        this._failed(badWsUrl(payload.ws_url, error), "disconnected");
+        return;
+      }
       if (this.user === user && user) {
         // Still this user: logged in in another session, or a session kept in a cookie
         // (signed_cookies) that the logout's answer had not replaced yet. Ask once more.
@@ -956,7 +1177,13 @@ export class Instant {
    */
   async _connectionToken() {
     const identity = this._identity;
-    const payload = await this.fetchTokens();
+    let payload;
+    try {
+      payload = await this.fetchTokens();
+    } catch (error) {
+      this._failed(httpProblem(this.endpoint, "get_token/", error)); // centrifuge retries
+      throw error;
+    }
     if (identity !== this._identity) return payload.ws_token; // an attempt login()/logout() ended
     const reconnecting = this._adopt(payload);
     this._retryDenied();
@@ -1201,13 +1428,14 @@ export class Instant {
     } else {
       this._adopt(payload);
     }
-    await client.ready(10000);
+    await this._connected(10000);
   }
 
-  /** Close the connection. */
+  /** Close the connection (state "disconnected"; start() connects again). */
   stop() {
     this._stopped = true;
     if (this.client) this.client.disconnect();
+    if (this.state !== "disconnected") this._setState("disconnected");
   }
 }
 

@@ -336,7 +336,15 @@ class Connection {
         }
       });
     }
-    this.ready = this.instant.start();
+    // While the connection fails (instant.js says why in the console and in "instant:state"
+    // events), the elements not subscribed show "error"; they come back with "subscribed".
+    this.instant.addListener("state", ({ state, cause }) => {
+      for (const channel of this.channels.values()) {
+        if (cause && channel.state !== "denied") channel.setState("error");
+        else if (state === "connected" && channel.state === "error") channel.setState("connecting");
+      }
+    });
+    this.ready = this.instant.start(); // resolves once connected (it never rejects)
   }
 
   channel(name) {

@@ -146,9 +146,20 @@ function renderChannels() {
   $("#staff-section").hidden = !channels.includes("$staff");
 }
 
-instant.addListener("state", ({ state }) => {
-  $("#state").textContent = state;
-  document.body.dataset.state = state;
+// The connection's state, from the "instant:state" event on document: a badge ("live",
+// "reconnecting", "not allowed", ...) and, while something is wrong, the reason and its fix
+// (the console says the same once). <html data-instant-state data-instant-cause> colours it
+// (board.css).
+const NOT_ALLOWED = ["origin_refused", "token_rejected"]; // Centrifugo refuses this page
+const BADGE = { connecting: "connecting", connected: "live", reconnecting: "reconnecting",
+  disconnected: "disconnected" };
+
+document.addEventListener("instant:state", ({ detail }) => {
+  $("#state").textContent = NOT_ALLOWED.includes(detail.cause) ? "not allowed" : BADGE[detail.state];
+  document.body.dataset.state = detail.state;
+  const problem = $("#problem");
+  problem.hidden = !detail.reason;
+  problem.textContent = detail.reason ? `${detail.reason}. Fix: ${detail.fix}.` : "";
 });
 instant.addListener("subscribed", renderChannels);
 instant.addListener("unsubscribed", renderChannels);
@@ -211,6 +222,5 @@ $("#my-tasks").addEventListener("change", async (event) => {
   if (li) await post(`/tasks/${li.dataset.pk}/toggle/`, {});
 });
 
-instant.start().then(renderChannels, (error) => {
-  $("#state").textContent = `failed: ${error}`;
-});
+// Resolves once connected: while it cannot, the badge and #problem above say why.
+instant.start().then(renderChannels);
