@@ -374,7 +374,7 @@ def test_settings_declarations_take_a_dotted_render_path(settings):
     try:
         broadcast_registry.register_from_settings()
         declaration = broadcast_registry.declarations(Plain)[0]
-        assert declaration.html.render is html.escape and declaration.html.target == "p{pk}"
+        assert declaration.format.render is html.escape and declaration.format.target == "p{pk}"
         assert declaration.skip_unchanged
     finally:
         settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "MODELS": {
