@@ -30,7 +30,6 @@ from .channels import (ChannelTemplate, InvalidChannel, attname_of, is_private,
                        validate_channel)
 from .envelope import CREATED, DELETED, EVENTS, UPDATED
 from .formats.base import Format, Publication
-from .formats.json import JSON
 from .options import Authorize, BroadcastOptions, Condition, QuerysetHook, Router, Serializer
 from .serialization import ALL_FIELDS, drf_serializer, field_view, json_safe, select_fields
 
@@ -88,9 +87,9 @@ class Declaration:
     level: str | None
     skip_unchanged: bool
     presence: bool
-    queryset: QuerysetHook | None = None
     #: what its channels carry (``formats``): JSON events, HTML fragments, refresh signals...
-    format: Format = JSON
+    format: Format
+    queryset: QuerysetHook | None = None
     source: str = "code"  # "code" or "settings"
     #: attnames whose previous values are needed; all concrete fields when a callable is used
     tracked: tuple[str, ...] = ()
