@@ -54,10 +54,11 @@ def model_envelope(channel: str, *, event_class: str, bucket: str, data: dict[st
                    event_id: str | None = None, site: str | None = None) -> dict[str, Any]:
     """The envelope of a model event: ``data`` is what the declaration's format made of it,
     ``bucket`` the model's label, ``event_id`` its ``id`` (left out when None, as ``site``)."""
-    payload: dict[str, Any] = {"channel": channel}
-    if site:
-        payload["site"] = site
-    payload.update(event_class=event_class, bucket=bucket, data=data)
+    if site:  # (one literal per case: this runs for every publication)
+        payload: dict[str, Any] = {"channel": channel, "site": site, "event_class": event_class,
+                                   "bucket": bucket, "data": data}
+    else:
+        payload = {"channel": channel, "event_class": event_class, "bucket": bucket, "data": data}
     if event_id is not None:
         payload["id"] = event_id
     return payload

@@ -73,11 +73,10 @@ def commands_for(changes: Iterable[Change]) -> Iterator[Command]:
         if not publications:
             continue
         label = declaration.label
-        for message in declaration.format.messages(change, publications, batch):
-            channel, event_id = message.channel, message.event_id
-            payload = envelope.model_envelope(
-                channel, event_class=message.event, bucket=label, data=message.data,
-                event_id=event_id, site=site)
+        for channel, event, data, event_id in declaration.format.messages(
+                change, publications, batch):
+            payload = envelope.model_envelope(channel, event_class=event, bucket=label,
+                                              data=data, event_id=event_id, site=site)
             try:
                 encoded = envelope.encode(payload)
             except ValueError as exc:
