@@ -1,6 +1,7 @@
 """Output formats have one home each (``instant_signals/formats/``): a format defined here, in the
 test file, and registered with one line publishes through every delivery mode, is typed by
-``instant_types`` and gets its Centrifugo namespace options -- no other module changes.
+``instant_types``, gets its Centrifugo namespace options and is described by the admin -- no
+other module changes.
 
 ``Lines`` publishes each row state as one ``key=value;...`` text line of the channel's view.
 """
@@ -17,6 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
 from instant_signals import BroadcastRegistry, envelope, formats
+from instant_signals.admin.declared import describe
 from instant_signals.centrifugo_config import generate_config, write_config
 from instant_signals.checks import check_declarations
 from instant_signals.delivery.outbox import Relay
@@ -172,7 +174,9 @@ def test_options_of_another_format_and_unknown_formats_are_refused(lines):
         broadcast_registry.register(Plain, channels=["plain_lines"], fields=["id"])
     with pytest.raises(ValueError, match="'lines' is already registered"):
         formats.register(Lines())
-    assert not broadcast_registry.declarations(Plain)[0].skip_unchanged  # the format's default
+    declaration = broadcast_registry.declarations(Plain)[0]
+    assert not declaration.skip_unchanged  # the format's default
+    assert describe(declaration).format == "text lines"  # the admin's declarations page
 
 
 def test_no_module_outside_formats_asks_which_format_a_declaration_has():

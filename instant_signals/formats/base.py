@@ -3,8 +3,8 @@
 A declaration decides which channels see a row and what they see of it (``Publication``: one
 event for one channel, with the channel's view); its format decides what is published for it
 (``messages``: the ``data`` of each envelope), what ``manage.py instant_types`` declares for it
-(``typescript``) and which Centrifugo namespace options its channels need
-(``namespace_options``). ``delivery.commands`` wraps each message in the one envelope
+(``typescript``), which Centrifugo namespace options its channels need (``namespace_options``)
+and how the admin describes it (``describe``). ``delivery.commands`` wraps each message in the one envelope
 (``envelope.model_envelope``), so a format never builds, encodes or size-checks one.
 
 Adding a format is a class implementing this protocol (subclass it: the defaults below are the
@@ -142,3 +142,7 @@ class Format(Protocol):
     def typescript(self, names: TypeNames) -> tuple[list[str], list[str]]:
         """(declarations written before the model's event union, the union's members)."""
         return [], []
+
+    def describe(self) -> str:
+        """What its channels carry, for people (the admin's declarations page)."""
+        return self.carries

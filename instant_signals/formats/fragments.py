@@ -157,6 +157,15 @@ export interface Fragment<L extends string, P> {
     def typescript(self, names: TypeNames) -> tuple[list[str], list[str]]:
         return [], [f"Fragment<{names.label_type}, {names.pk_type}>"]
 
+    def describe(self) -> str:
+        if self.template:
+            return f"{self.carries} (template {self.template!r})"
+        render = self.render
+        name = getattr(render, "__qualname__", None)
+        module = getattr(render, "__module__", None)
+        shown = repr(render) if name is None else f"{module}.{name}" if module else str(name)
+        return f"{self.carries} (render {shown})"
+
 
 FRAGMENTS = Fragments()
 

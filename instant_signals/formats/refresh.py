@@ -64,5 +64,8 @@ export interface RefreshSignal<L extends string> {
     def typescript(self, names: TypeNames) -> tuple[list[str], list[str]]:
         return [], [f"RefreshSignal<{names.label_type}>"]
 
+    def describe(self) -> str:
+        return f"{self.carries} (HTML pages reload the row)"
+
 
 REFRESH = RefreshSignals()
