@@ -219,7 +219,8 @@ def _check_centrifugo_config() -> list[CheckMessage]:
                 f"presence, which {path} does not enable.", hint=FIX_CONFIG + ".",
                 id="instant_signals.W013"))
         wanted = needs.get("options") or {}
-        wrong = [f"{key}={wanted[key]!r}" for key in sorted(wanted) if found.get(key) != wanted[key]]
+        wrong = [f"{key}={wanted[key]!r}" for key in sorted(wanted)
+                 if found.get(key) != wanted[key]]
         if wrong:
             messages.append(Warning(
                 f"The output format of channels of namespace {name or '(none)'!r} needs "

@@ -4,8 +4,9 @@ A declaration decides which channels see a row and what they see of it (``Public
 event for one channel, with the channel's view); its format decides what is published for it
 (``messages``: the ``data`` of each envelope), what ``manage.py instant_types`` declares for it
 (``typescript``), which Centrifugo namespace options its channels need (``namespace_options``)
-and how the admin describes it (``describe``). ``delivery.commands`` wraps each message in the one envelope
-(``envelope.model_envelope``), so a format never builds, encodes or size-checks one.
+and how the admin describes it (``describe``). ``delivery.commands`` wraps each message in the
+one envelope (``envelope.model_envelope``), so a format never builds, encodes or size-checks
+one.
 
 Adding a format is a class implementing this protocol (subclass it: the defaults below are the
 JSON events' answers) and one line, ``formats.register(MyFormat())``.
