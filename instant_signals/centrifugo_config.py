@@ -29,7 +29,7 @@ def generate_config(
     api_key: str | None = None,
     hmac_key: str | None = None,
     allowed_origins: list[str] | None = None,
-    namespaces: dict[str, dict[str, bool]] | None = None,
+    namespaces: dict[str, dict[str, Any]] | None = None,
     redis: list[str] | None = None,
     outbox_dsn: str | None = None,
     outbox_table: str = "instant_signals_outbox",
@@ -44,12 +44,15 @@ def generate_config(
     without a token (``$`` channels always need one). Channels without a namespace (``public``,
     ``$staff``; the key ``""``) accept token-less subscriptions to their public names, and never
     have presence (a ValueError: it would be on for all of them). Every
-    channel keeps a history with recovery, so a reconnecting client catches up.
+    channel keeps a history with recovery, so a reconnecting client catches up. A namespace's
+    ``"options"`` (Centrifugo namespace options an output format needs, see
+    ``formats.base.Format.namespace_options``) are written into it last.
     """
     recovery = {"history_size": history_size, "history_ttl": history_ttl,
                 "force_recovery": True}
     namespaces = dict(namespaces or {})
-    if namespaces.pop("", {}).get("presence"):
+    bare = namespaces.pop("", {})
+    if bare.get("presence"):
         raise ValueError("presence is enabled per namespace: on channels without one it would be "
                          "on for all of them; put the channel in a namespace (\"room:lobby\")")
     config: dict[str, Any] = {
@@ -67,6 +70,7 @@ def generate_config(
                 "allow_subscribe_for_client": True,
                 "allow_subscribe_for_anonymous": True,
                 **recovery,
+                **(bare.get("options") or {}),
             },
             "namespaces": [_namespace(name, needs, recovery)
                            for name, needs in sorted(namespaces.items())],
@@ -92,13 +96,14 @@ def generate_config(
     return config
 
 
-def _namespace(name: str, needs: dict[str, bool], recovery: dict[str, Any]) -> dict[str, Any]:
+def _namespace(name: str, needs: dict[str, Any], recovery: dict[str, Any]) -> dict[str, Any]:
     public = bool(needs.get("public"))
     options: dict[str, Any] = {
         "name": name,
         "allow_subscribe_for_client": public,
         "allow_subscribe_for_anonymous": public,
         **recovery,
+        **(needs.get("options") or {}),
     }
     if needs.get("presence"):
         options.update(_PRESENCE)

@@ -218,6 +218,14 @@ def _check_centrifugo_config() -> list[CheckMessage]:
                 f"@broadcast(presence=True) channels of namespace {name or '(none)'!r} need "
                 f"presence, which {path} does not enable.", hint=FIX_CONFIG + ".",
                 id="instant_signals.W013"))
+        wanted = needs.get("options") or {}
+        wrong = [f"{key}={wanted[key]!r}" for key in sorted(wanted)
+                 if found.get(key) != wanted[key]]
+        if wrong:
+            messages.append(Warning(
+                f"The output format of channels of namespace {name or '(none)'!r} needs "
+                f"{', '.join(wrong)} there, which {path} does not set.", hint=FIX_CONFIG + ".",
+                id="instant_signals.W018"))
     return messages
 
 

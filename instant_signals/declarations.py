@@ -25,11 +25,11 @@ from typing import Any, Callable, Iterable, NamedTuple
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import DatabaseError, connections, models, transaction
 
-from . import levels, tracking
+from . import formats, levels, tracking
 from .channels import (ChannelTemplate, InvalidChannel, attname_of, is_private,
                        validate_channel)
 from .envelope import CREATED, DELETED, EVENTS, UPDATED
-from .fragments import build_options
+from .formats.base import Format, Publication
 from .options import Authorize, BroadcastOptions, Condition, QuerysetHook, Router, Serializer
 from .serialization import ALL_FIELDS, drf_serializer, field_view, json_safe, select_fields
 
@@ -60,14 +60,14 @@ class Change:
     def key(self) -> tuple[int, Any]:
         return (id(self.declaration), self.pk)
 
+    @property
+    def label(self) -> str:
+        return self.declaration.label
 
-class Publication(NamedTuple):
-    """One event for one channel."""
-
-    channel: str
-    event: str
-    fields: dict[str, Any] | None  # None: pk only (a row that left the channel)
-    changed: dict[str, Any] | None = None
+    @property
+    def before_view(self) -> dict[str, Any] | None:
+        """The view the row's channels saw before (None: it was visible nowhere)."""
+        return self.before.fields if self.before is not None else None
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,9 @@ class Declaration:
     level: str | None
     skip_unchanged: bool
     presence: bool
+    #: what its channels carry (``formats``): JSON events, HTML fragments, refresh signals...
+    format: Format
     queryset: QuerysetHook | None = None
-    #: fragments.HtmlOptions when the declaration publishes HTML fragments or refreshes
-    html: Any = None
     source: str = "code"  # "code" or "settings"
     #: attnames whose previous values are needed; all concrete fields when a callable is used
     tracked: tuple[str, ...] = ()
@@ -450,15 +450,12 @@ def declare(model: type[models.Model], options: BroadcastOptions, *,
         raise fail("condition must be callable (instance, event) -> bool")
     if queryset is not None and not callable(queryset):
         raise fail("queryset must be callable (request, **placeholders) -> QuerySet")
-    try:
-        html = build_options(model, None if serializer is not None else attnames,
-                             template=options.template, render=options.render,
-                             target=options.target, container=options.container,
-                             insert=options.insert, refresh=options.refresh)
+    try:  # the format reads its own options (template=, refresh=, ...)
+        output = formats.choose(model, options, None if serializer is not None else attnames)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    if skip_unchanged is None:  # (default) an unchanged view renders the same fragment
-        skip_unchanged = html is not None
+    if skip_unchanged is None:  # the format's default: fragments skip (the same HTML again)
+        skip_unchanged = output.skip_unchanged
 
     # Readers
     if level is not None and level not in levels.DECLARABLE:
@@ -494,7 +491,7 @@ def declare(model: type[models.Model], options: BroadcastOptions, *,
         dropped_secrets=dropped, serializer=serializer, events=chosen_events,
         condition=condition, authorize=authorize_attname or authorize, level=level,
         skip_unchanged=bool(skip_unchanged), presence=bool(options.presence), queryset=queryset,
-        html=html, source=source, tracked=tracked, static_names=static,
+        format=output, source=source, tracked=tracked, static_names=static,
         static_channels=(tuple(t.template for t in templates)
                          if router is None and all(t.is_static for t in templates) else None))
 

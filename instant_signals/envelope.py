@@ -1,10 +1,11 @@
 """The publication envelope, built, encoded and size-checked here and nowhere else.
 
 django-instant's keys are kept (``channel``, ``site``, ``message``, ``event_class``, ``bucket``,
-``data``); keys that were not given are left out. Model events put the event in ``data``::
+``data``); keys that were not given are left out. Model events put the event in ``data`` (what
+is in it is the declaration's output format's: ``formats``)::
 
     {"channel": "public", "site": "My site", "event_class": "updated", "bucket": "todo.task",
-     "data": {"model": "todo.task", "pk": 42, "event": "updated", "version": 1732870000123456789,
+     "data": {"model": "todo.task", "pk": 42, "event": "updated", "version": 1732870000123456,
               "fields": {...}, "changed": {...}},
      "id": "<event id, also Centrifugo's idempotency_key>"}
 """
@@ -49,19 +50,17 @@ def custom_event(channel: str, message: Any = None, *, data: Any = None,
     return payload
 
 
-def model_event(channel: str, *, label: str, pk: Any, event: str, version: int,
-                event_id: str, fields: dict[str, Any] | None = None,
-                changed: dict[str, Any] | None = None, site: str | None) -> dict[str, Any]:
-    """The envelope of a model event; ``fields`` None (a row that left the channel): pk only."""
-    data: dict[str, Any] = {"model": label, "pk": pk, "event": event, "version": version}
-    if fields is not None:
-        data["fields"] = fields
-    if changed is not None:
-        data["changed"] = changed
-    payload: dict[str, Any] = {"channel": channel}
-    if site:
-        payload["site"] = site
-    payload.update(event_class=event, bucket=label, data=data, id=event_id)
+def model_envelope(channel: str, *, event_class: str, bucket: str, data: dict[str, Any],
+                   event_id: str | None = None, site: str | None = None) -> dict[str, Any]:
+    """The envelope of a model event: ``data`` is what the declaration's format made of it,
+    ``bucket`` the model's label, ``event_id`` its ``id`` (left out when None, as ``site``)."""
+    if site:  # (one literal per case: this runs for every publication)
+        payload: dict[str, Any] = {"channel": channel, "site": site, "event_class": event_class,
+                                   "bucket": bucket, "data": data}
+    else:
+        payload = {"channel": channel, "event_class": event_class, "bucket": bucket, "data": data}
+    if event_id is not None:
+        payload["id"] = event_id
     return payload
 
 

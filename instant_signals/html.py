@@ -42,9 +42,9 @@ The tab whose own request made the change does not refresh: ``RequestIdMiddlewar
 observer who sends a tag back as a request id gets a different tag published -- it cannot make
 another user's tab skip a change.
 
-Options, rendering and publications live in ``instant_signals.fragments`` (below the registry);
-this module is the public side: the middleware, the view decorator, markup helpers for views and
-``render_row`` for a page's first render.
+What is published lives in the output formats ``formats/fragments.py`` and ``formats/refresh.py``
+(below the registry); this module is the public side: the middleware, the view decorator, markup
+helpers for views and ``render_row`` for a page's first render.
 """
 
 from __future__ import annotations
@@ -59,10 +59,8 @@ from django.utils.safestring import SafeString, mark_safe
 
 from .declarations import pk_of
 from .envelope import UPDATED
-from .fragments import (
-    INSERT_ACTIONS, REFRESH, HtmlOptions, clean_request_id, context_of, current_request_id,
-    render_fragment, request_id, request_tag,
-)
+from .formats.fragments import INSERT_ACTIONS, Fragments, context_of, render_fragment
+from .formats.request_ids import clean_request_id, current_request_id, request_id, request_tag
 from .registry import broadcast_registry
 from .serialization import field_view
 
@@ -72,7 +70,7 @@ if TYPE_CHECKING:
     from .declarations import Declaration
 
 __all__ = [
-    "REQUEST_ID_HEADERS", "HtmlOptions", "RequestIdMiddleware", "capture_request_id",
+    "REQUEST_ID_HEADERS", "Fragments", "RequestIdMiddleware", "capture_request_id",
     "clean_request_id", "current_request_id", "htmx_oob", "render_row", "request_id",
     "request_id_of", "request_tag", "turbo_stream",
 ]
@@ -142,7 +140,7 @@ def capture_request_id(view: Callable[..., Any]) -> Callable[..., Any]:
 def turbo_stream(action: str, target: str, html: str = "") -> SafeString:
     """``<turbo-stream action=".." target=".."><template>html</template></turbo-stream>``;
     ``html`` is trusted (a rendered template); ``action`` and ``target`` are escaped."""
-    body = f"<template>{html}</template>" if action not in ("remove", REFRESH) else ""
+    body = f"<template>{html}</template>" if action not in ("remove", "refresh") else ""
     return mark_safe(f'<turbo-stream action="{escape(action)}" target="{escape(target)}">'
                      f"{body}</turbo-stream>")
 
@@ -188,15 +186,19 @@ def render_row(instance: models.Model, declaration: Declaration | None = None,
     the declaration's view only: the same template, the same context as the live updates."""
     if declaration is None:
         found = [d for d in broadcast_registry.declarations(type(instance))
-                 if d.html is not None and not d.html.refresh]
+                 if isinstance(d.format, Fragments)]
         if not found:
             raise LookupError(f"{type(instance)._meta.label} has no @broadcast(template=...) "
                               f"or render=...")
         declaration = found[0]
-    options: HtmlOptions = declaration.html
+    fragments = declaration.format
+    if not isinstance(fragments, Fragments):
+        raise LookupError(f"the declaration of {declaration.label} on "
+                          f"{', '.join(t.template for t in declaration.templates)} publishes "
+                          f"{fragments.carries}, not HTML fragments")
     if declaration.serializer is not None:
         view = declaration.serializer(instance)
     else:
         view = field_view(instance.__dict__, declaration.attnames)
-    context = context_of(options, declaration.label, pk_of(instance), event, view)
-    return mark_safe(render_fragment(options, context, {}))
+    context = context_of(fragments, declaration.label, pk_of(instance), event, view)
+    return mark_safe(render_fragment(fragments, context, {}))

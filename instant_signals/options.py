@@ -3,9 +3,10 @@
 ``BroadcastOptions`` is that list. Everything else reads it: ``register()``/``@broadcast`` take
 its fields as keyword arguments (type checkers see its constructor's signature), the
 ``INSTANT_SIGNALS["MODELS"]`` entries are parsed into it (``parse``: unknown names refused,
-dotted paths imported), ``declarations.declare`` validates and freezes it into a ``Declaration``,
-and the option table of ``docs/reference/broadcast.md`` is checked against it
-(``markdown_table``). Adding an option is one field here (and its validation in ``declare``).
+dotted paths imported), ``declarations.declare`` validates and freezes it into a ``Declaration``
+(an output format reads its own options: ``formats``), and the option table of
+``docs/reference/broadcast.md`` is checked against it (``markdown_table``). Adding an option is
+one field here (and its validation in ``declare`` or in its format).
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ class BroadcastOptions:
     presence: bool = _option(False, section="Live lists and presence")
     queryset: QuerysetHook | None = _option(None, section="Live lists and presence",
                                             dotted="always")
+    format: str | None = _option(None, section="Output format",
+                                 documented_default="chosen by the options")
     template: str | None = _option(None, section="HTML over the wire")
     render: Renderer | None = _option(None, section="HTML over the wire", dotted="always")
     target: Target | None = _option(None, section="HTML over the wire",

@@ -135,16 +135,21 @@ class BroadcastRegistry:
                 found.setdefault(name, level)
         return sorted(found.items())
 
-    def namespaces(self) -> dict[str, dict[str, bool]]:
+    def namespaces(self) -> dict[str, dict[str, Any]]:
         """Centrifugo namespaces the declared channels need, with ``public`` (a channel in it is
-        readable without a token) and ``presence``. Channels without a namespace are under ""."""
-        out: dict[str, dict[str, bool]] = {}
+        readable without a token), ``presence``, and ``options`` when the output format of a
+        channel in it needs Centrifugo namespace options (``Format.namespace_options``).
+        Channels without a namespace are under ""."""
+        out: dict[str, dict[str, Any]] = {}
         for declaration in self.declarations():
+            extra = declaration.format.namespace_options
             for template in declaration.templates:
                 needs = out.setdefault(template.namespace or "",
                                        {"public": False, "presence": False})
                 needs["public"] |= not template.private
                 needs["presence"] |= declaration.presence
+                if extra:
+                    needs.setdefault("options", {}).update(extra)
         return out
 
     def templates(self) -> Iterator[tuple[Declaration, ChannelTemplate]]:
@@ -172,18 +177,11 @@ class BroadcastRegistry:
                         f"({template.template!r}"
                         + (", other readers" if old.model is new.model else "") +
                         "); a per-instance channel belongs to one model and one rule")
-                if _shape(template) == _shape(mine) and _kind(old) != _kind(new):
+                if _shape(template) == _shape(mine) and old.format.name != new.format.name:
                     raise ImproperlyConfigured(
-                        f"{where}: {mine.template!r} already carries {_kind(old)} of "
-                        f"{old.label}; {_kind(new)} go on a channel of their own (its clients "
-                        f"would get envelopes they cannot read)")
-
-
-def _kind(declaration: Declaration) -> str:
-    """What a declaration's channels carry: JSON events, HTML fragments or refresh signals."""
-    if declaration.html is None:
-        return "JSON events"
-    return "refresh signals" if declaration.html.refresh else "HTML fragments"
+                        f"{where}: {mine.template!r} already carries {old.format.carries} of "
+                        f"{old.label}; {new.format.carries} go on a channel of their own (its "
+                        f"clients would get envelopes they cannot read)")
 
 
 def _shape(template: ChannelTemplate) -> str:

@@ -348,12 +348,16 @@ def test_json_declarations_keep_publishing_unchanged_saves(templates):
     ({"refresh": "yes"}, "refresh must be True or False"),
     ({"template": 3}, "template must be a template name"),
     ({"render": "not callable"}, "render must be callable"),
-    ({"target": "x_{pk}"}, "target need template= or render="),
+    ({"target": "x_{pk}"}, "target is for HTML fragments (template= or render=), not JSON events"),
     ({"template": "a.html", "insert": "after"}, 'insert must be "append" or "prepend"'),
     ({"template": "a.html", "target": "plain_{secret}"}, "{secret} is not in the declaration's"),
     ({"template": "a.html", "target": "plain_{pk!r}"}, "plain {field} placeholders"),
     ({"template": "a.html", "container": ""}, "container must be an element id"),
-    ({"refresh": True, "target": "x"}, "target, container and insert are for fragments"),
+    ({"refresh": True, "target": "x", "insert": "append"},
+     "target, insert are for HTML fragments (template= or render=), not refresh signals"),
+    ({"format": "fragments"}, 'format="fragments" needs template= or render='),
+    ({"format": "json", "template": "a.html"}, "template is for HTML fragments"),
+    ({"format": "xml"}, "format must be one of 'json', 'fragments', 'refresh', not 'xml'"),
     ({"refresh": True, "fields": None}, "say which fields to publish"),
 ])
 def test_declaration_mistakes_say_what_to_write(options, message):
@@ -374,7 +378,7 @@ def test_settings_declarations_take_a_dotted_render_path(settings):
     try:
         broadcast_registry.register_from_settings()
         declaration = broadcast_registry.declarations(Plain)[0]
-        assert declaration.html.render is html.escape and declaration.html.target == "p{pk}"
+        assert declaration.format.render is html.escape and declaration.format.target == "p{pk}"
         assert declaration.skip_unchanged
     finally:
         settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "MODELS": {

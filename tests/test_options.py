@@ -1,5 +1,5 @@
 """The one list of ``@broadcast`` options (``instant_signals.options``) and what reads it: the
-docs' table and definitions, ``declare()``, and the errors for names that are not options."""
+docs' table and definitions, ``declare()`` and the output formats, and the errors for names that are not options."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from instant_signals import declarations, options
+from instant_signals import declarations, formats, options
 from instant_signals.options import BroadcastOptions
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "reference" / "broadcast.md"
@@ -42,11 +42,20 @@ def test_every_option_is_described_once_under_its_section():
     assert described == {name: options.option_of(name).section for name in options.NAMES}
 
 
-def test_declare_reads_every_option():
-    """An option field that ``declare`` never reads would be accepted and silently ignored."""
-    tree = ast.parse(inspect.getsource(declarations.declare))
-    read = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+def options_read_by(code) -> set[str]:
+    tree = ast.parse(inspect.getsource(code))
+    return {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Name) and node.value.id == "options"}
+
+
+def test_declare_and_the_formats_read_every_option():
+    """An option field that neither ``declare`` nor an output format reads would be accepted and
+    silently ignored; a format reads the options it says are its own (``Format.options``)."""
+    read = options_read_by(declarations.declare) | options_read_by(formats.choose)
+    for output in formats.FORMATS.values():
+        own = options_read_by(type(output))
+        assert set(output.options) <= own, f"{output.name} does not read all of its options"
+        read |= own
     assert read == set(options.NAMES)
 
 

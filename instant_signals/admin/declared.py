@@ -61,14 +61,8 @@ def readers_of(declaration: Declaration, private: bool) -> str:
 
 
 def format_of(declaration: Declaration) -> str:
-    """What the declaration's channels carry."""
-    html = declaration.html
-    if html is None:
-        return "JSON events"
-    if html.refresh:
-        return "refresh signals (HTML pages reload the row)"
-    how = f"template {html.template!r}" if html.template else f"render {name_of(html.render)}"
-    return f"HTML fragments ({how})"
+    """What the declaration's channels carry (its output format says)."""
+    return declaration.format.describe()
 
 
 def fields_of(declaration: Declaration) -> str:

@@ -112,7 +112,7 @@ class Table:
             if historical:
                 current = self._by_label.get(model._meta.label_lower)
                 for d in self._declared.get(current, ()) if current is not None else ():
-                    if d.serializer is None and d.html is None:
+                    if d.serializer is None and d.format.historical_models:
                         found.append(d)
                     elif (d.label, id(d)) not in _logged:
                         _logged.add((d.label, id(d)))

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator
 
 from .. import conf, envelope, reporting
 from ..declarations import Change
-from ..fragments import Batch
+from ..formats.base import Batch
 
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
@@ -59,38 +59,29 @@ class Command:
 
 
 def commands_for(changes: Iterable[Change]) -> Iterator[Command]:
-    """The commands of ``changes``, in order. A publication that is not JSON or too large is
-    reported as failed here and left out; the others go on."""
+    """The commands of ``changes``, in order: what each declaration's format publishes, in the
+    one envelope. A publication that is not JSON or too large is reported as failed here and
+    left out; the others go on."""
     site = conf.site_name()
-    html_batch: Batch | None = None  # fragments and refresh signals (instant_signals.fragments)
+    batch = Batch()  # what the formats share over these changes (request tag, templates, ...)
     for change in changes:
         declaration = change.declaration
         for user_id, channel in declaration.revocations(change.before, change.after):
             params = {"channel": channel, "user": user_id}
             yield Command("unsubscribe", params, _dumps(params))
-        if declaration.html is not None:
-            if html_batch is None:
-                html_batch = Batch(site)
-            for name, payload, encoded, key in html_batch.publications(change):
-                yield Command(
-                    "publish", {"channel": name, "data": payload, "idempotency_key": key},
-                    envelope.publish_command(name, encoded, key))
+        publications = declaration.publications(change.before, change.after)
+        if not publications:
             continue
-        ids: dict[str, str] = {}
-        for publication in declaration.publications(change.before, change.after):
-            event_id = ids.get(publication.event)
-            if event_id is None:
-                event_id = ids[publication.event] = envelope.new_event_id()
-            payload = envelope.model_event(
-                publication.channel, label=declaration.label, pk=change.pk,
-                event=publication.event, version=change.version, event_id=event_id,
-                fields=publication.fields, changed=publication.changed, site=site)
+        label = declaration.label
+        for channel, event, data, event_id in declaration.format.messages(
+                change, publications, batch):
+            payload = envelope.model_envelope(channel, event_class=event, bucket=label,
+                                              data=data, event_id=event_id, site=site)
             try:
                 encoded = envelope.encode(payload)
             except ValueError as exc:
                 reporting.failed([payload], exc, sender=Change)
                 continue
-            yield Command(
-                "publish",
-                {"channel": publication.channel, "data": payload, "idempotency_key": event_id},
-                envelope.publish_command(publication.channel, encoded, event_id))
+            yield Command("publish",
+                          {"channel": channel, "data": payload, "idempotency_key": event_id},
+                          envelope.publish_command(channel, encoded, event_id))

@@ -31,7 +31,7 @@ from instant_signals.models import Channel
 from instant_signals.registry import broadcast_registry
 
 
-def channel_namespaces(extra: list[str]) -> dict[str, dict[str, bool]]:
+def channel_namespaces(extra: list[str]) -> dict[str, dict[str, Any]]:
     """Namespaces of the declared ``@broadcast`` channels, of the ``Channel`` rows and of
     ``--namespace`` (public), with what each needs (see ``generate_config``)."""
     found = broadcast_registry.namespaces()

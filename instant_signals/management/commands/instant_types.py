@@ -6,8 +6,9 @@
 For each model declared with ``@broadcast`` (or ``INSTANT_SIGNALS["MODELS"]``) it writes the
 fields of each view (``<Model>Fields``), the model's events as a union discriminated by
 ``event`` (``<Model>Event``), ``Models`` (label → events), ``ChannelEvent<"feed">`` (channel
-name → events), ``Envelope<E>`` and ``RowOf<E>`` (a row of ``instant.collection()``). HTML
-declarations (``template=``/``render=``, ``refresh=True``) get ``Fragment`` / ``RefreshSignal``.
+name → events), ``Envelope<E>`` and ``RowOf<E>`` (a row of ``instant.collection()``). What a
+view's events look like is its output format's (``Format.typescript``): ``Created``/``Updated``/
+``Deleted`` for JSON events, ``Fragment`` for HTML fragments, ``RefreshSignal`` for refreshes.
 
 Field types follow what the events carry (``serialization.json_safe``): integers and floats
 are ``number``; decimals, UUIDs, dates, datetimes, times and durations ``string`` (ISO 8601);
@@ -25,11 +26,12 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import models
 
+from instant_signals import formats
 from instant_signals.declarations import Declaration
-from instant_signals.envelope import CREATED, DELETED, UPDATED
+from instant_signals.formats.base import TypeNames
 from instant_signals.registry import broadcast_registry
 
-HEADER = """\
+_TOP = """\
 // TypeScript declarations of the model events of this project, written by
 // `python manage.py instant_types` from its @broadcast declarations. Do not edit: run the
 // command again after changing a declaration.
@@ -42,56 +44,9 @@ HEADER = """\
 
 export type EventName = "created" | "updated" | "deleted";
 
-/** A row entered the channel (or was created). */
-export interface Created<L extends string, P, F> {
-  model: L;
-  pk: P;
-  event: "created";
-  /** Per-row, increasing: an event whose version is not above the row's last one is stale. */
-  version: number;
-  fields: F;
-}
+"""
 
-/** A row changed; `changed` holds the previous values of the fields that changed. */
-export interface Updated<L extends string, P, F> {
-  model: L;
-  pk: P;
-  event: "updated";
-  version: number;
-  fields: F;
-  changed: Partial<F>;
-}
-
-/** A row was deleted (with its last `fields`), or left the channel (without `fields`). */
-export interface Deleted<L extends string, P, F> {
-  model: L;
-  pk: P;
-  event: "deleted";
-  version: number;
-  fields?: F;
-}
-
-/** An event of an HTML declaration (template= / render=): a rendered fragment and its place. */
-export interface Fragment<L extends string, P> {
-  model: L;
-  pk: P;
-  event: EventName;
-  version: number;
-  action: "append" | "prepend" | "replace" | "remove";
-  /** The element id: the container for append/prepend, the row's element otherwise. */
-  target: string;
-  html?: string;
-  request_tag?: string;
-}
-
-/** An event of a refresh declaration (refresh=True): the page should render again. */
-export interface RefreshSignal<L extends string> {
-  model: L;
-  event: "refresh";
-  action: "refresh";
-  request_tag?: string;
-}
-
+_BOTTOM = """\
 /** A publication of a model event (`envelope.data` is the event). */
 export interface Envelope<E extends { model: string; event: string } = AnyModelEvent> {
   channel: string;
@@ -184,18 +139,19 @@ def channel_pattern(template: str) -> str:
 
 
 class _View:
-    """One distinct view of a model (its fields, or a serializer), with its declarations."""
+    """One distinct view of a model in one output format, with its declarations: formats whose
+    types depend on the fields (JSON events) get one per view, the others one per model."""
 
     def __init__(self, declaration: Declaration):
         self.model = declaration.model
-        self.kind = _kind(declaration)
+        self.format = declaration.format
         self.attnames = declaration.attnames if declaration.serializer is None else None
         self.declarations: list[Declaration] = []
 
     def shows(self, declaration: Declaration) -> bool:
-        if self.kind != _kind(declaration):
+        if self.format.name != declaration.format.name:
             return False
-        if self.kind != "json":  # every fragment (or refresh) event of a model looks the same
+        if not self.format.types_per_view:  # every event of the model looks the same
             return True
         if self.attnames is None or declaration.serializer is not None:
             return bool(self.declarations) and self.declarations[0] is declaration
@@ -206,8 +162,8 @@ class _View:
         return [t.template for d in self.declarations for t in d.templates] or ["(a router)"]
 
     @property
-    def events(self) -> set[str]:
-        return {event for d in self.declarations for event in d.events}
+    def events(self) -> frozenset[str]:
+        return frozenset(event for d in self.declarations for event in d.events)
 
     def fields_type(self) -> str:
         if self.attnames is None:
@@ -217,12 +173,10 @@ class _View:
         return "{\n" + "\n".join(lines) + "\n}" if lines else "{}"
 
 
-def _kind(declaration: Declaration) -> str:
-    """"json" (model events), "fragment" (HTML declarations) or "refresh" (refresh=True)."""
-    html = getattr(declaration, "html", None)
-    if html is None:
-        return "json"
-    return "refresh" if getattr(html, "refresh", False) else "fragment"
+def header() -> str:
+    """The fixed part: the event name, each registered format's own declarations, the envelope."""
+    preludes = [f.typescript_prelude for f in formats.FORMATS.values() if f.typescript_prelude]
+    return _TOP + "\n".join(preludes) + "\n" + _BOTTOM
 
 
 def generate(declarations: tuple[Declaration, ...] | None = None) -> str:
@@ -238,7 +192,7 @@ def generate(declarations: tuple[Declaration, ...] | None = None) -> str:
             views.append(view)
         view.declarations.append(declaration)
 
-    out = [HEADER]
+    out = [header()]
     models_map: list[tuple[str, str]] = []
     channel_events: dict[str, list[str]] = {}
     for label in sorted(by_model):
@@ -251,19 +205,11 @@ def generate(declarations: tuple[Declaration, ...] | None = None) -> str:
             suffix = "" if len(views) == 1 else (pascal(view.channels[0]) or str(index + 1))
             fields_name, events_name = f"{model_name}{suffix}Fields", f"{model_name}{suffix}Event"
             shown = ", ".join(_string(c) for c in view.channels)
-            if view.kind == "fragment":
-                kinds = [f"Fragment<{_string(label)}, {pk_type}>"]
-            elif view.kind == "refresh":
-                kinds = [f"RefreshSignal<{_string(label)}>"]
-            else:
-                out.append(f"/** {label} as {shown} show it. */")
-                body = view.fields_type()
-                out.append(f"export interface {fields_name} {body}\n" if body.startswith("{")
-                           else f"export type {fields_name} = {body};\n")
-                generics = f"<{_string(label)}, {pk_type}, {fields_name}>"
-                kinds = [f"{kind}{generics}" for event, kind in
-                         ((CREATED, "Created"), (UPDATED, "Updated"), (DELETED, "Deleted"))
-                         if event in view.events]
+            declared, kinds = view.format.typescript(TypeNames(
+                label=label, label_type=_string(label), pk_type=pk_type,
+                fields_name=fields_name, fields_type=view.fields_type(), events=view.events,
+                shown=shown))
+            out.extend(declared)
             out.append(f"/** The events of {label} in {shown}, discriminated by `event`. */")
             out.append(f"export type {events_name} =\n  | " + "\n  | ".join(kinds) + ";\n")
             view_events.append(events_name)
