@@ -38,7 +38,6 @@ class Applies(NamedTuple):
 
 
 NOTHING = Applies((), ())
-_logged: set[tuple[str, int]] = set()
 
 
 def is_historical(model: type[models.Model]) -> bool:
@@ -67,8 +66,12 @@ class Table:
             weakref.WeakKeyDictionary()
         self._old_deletes: weakref.WeakKeyDictionary[type[models.Model], Applies] = \
             weakref.WeakKeyDictionary()
+        # declarations whose skip on historical models was logged; ids of declarations a
+        # declare() replaces are dropped with them, so a new object at a reused id logs again
+        self._logged: set[int] = set()
 
     def declare(self, model: type[models.Model], declarations: tuple[Declaration, ...]) -> None:
+        self._logged.difference_update(id(d) for d in self._declared.get(model, ()))
         if declarations:
             self._declared[model] = declarations
             self._by_label[model._meta.label_lower] = model
@@ -114,8 +117,8 @@ class Table:
                 for d in self._declared.get(current, ()) if current is not None else ():
                     if d.serializer is None and d.format.historical_models:
                         found.append(d)
-                    elif (d.label, id(d)) not in _logged:
-                        _logged.add((d.label, id(d)))
+                    elif id(d) not in self._logged:
+                        self._logged.add(id(d))
                         logger.warning(
                             "instant_signals: saves of %s through a migration's historical "
                             "model are not published by its declaration on %s: a serializer "
