@@ -104,6 +104,21 @@ def _check_app_dict() -> list[CheckMessage]:
     if value.get("DELIVERY", "on_commit") not in modes:
         errors.append(Error(f"INSTANT_SIGNALS['DELIVERY'] must be one of {modes}, "
                             f"not {value['DELIVERY']!r}.", id="instant_signals.E008"))
+    capture = value.get("CAPTURE", "signals")
+    if capture not in ("signals", "database"):
+        errors.append(Error(f"INSTANT_SIGNALS['CAPTURE'] must be \"signals\" or \"database\", "
+                            f"not {capture!r}.", id="instant_signals.E013"))
+    elif capture == "database":
+        from django.db import connections
+
+        for alias in connections:
+            vendor = connections[alias].vendor
+            if vendor not in ("sqlite", "postgresql"):
+                errors.append(Error(
+                    f"INSTANT_SIGNALS['CAPTURE'] is \"database\", but DATABASES[{alias!r}] is "
+                    f"{vendor}: database capture has triggers for SQLite and PostgreSQL only.",
+                    hint='Use "signals" (the default) with this database.',
+                    id="instant_signals.E013"))
     timeout = value.get("TIMEOUT", conf.DEFAULTS["TIMEOUT"])
     if not _timeout_ok(timeout):
         errors.append(Error(f"INSTANT_SIGNALS['TIMEOUT'] must be a positive number or a "
