@@ -486,3 +486,166 @@ def test_the_sqlite3_module_in_another_process_reaches_the_page(centrifugo, live
     assert page.matches("notes", rows) == rows
     assert left == 0
     assert not [e for e in page.of("notes") if e["fields"]["title"] == "rolled back"]
+
+
+# -- migrations --------------------------------------------------------------------------------------
+
+def _serialized(instance):
+    return {"title": instance.title, "count": instance.count}
+
+
+@on_both
+def test_a_data_migration_is_captured_once_serializers_included(capture, alias, live_client):
+    """Saves through a migration's historical models reach the page through the triggers (no
+    second event from the signal hooks), and a serializer declaration publishes them too: the
+    relay builds the real model's instance from the row image."""
+    from tests.test_write_paths import Replica
+
+    for title, count in (("a", 1), ("b", 2), ("obsolete", 3)):
+        Counter.objects.using(alias).create(title=title, count=count)
+    broadcast_registry.register(Counter, channels=["counters_serialized"],
+                                serializer=_serialized)
+    try:
+        call_command("instant_triggers", database=alias, stdout=io.StringIO())
+        relay(alias)
+        call_command("migrate", "testapp", "0003", database=alias, verbosity=0)
+        page = Replica(live_client, ["counters", "counters_serialized"],
+                       seed={"counters": counters(alias)})
+        call_command("migrate", "testapp", "0004", database=alias, verbosity=0)
+        relay(alias)
+        expected = counters(alias)
+        assert page.matches("counters", expected) == expected
+        assert sorted((r["title"], r["count"]) for r in expected.values()) == [
+            ("a", 101), ("b", 102), ("summary", 3)]
+        assert len(page.of("counters")) == 4  # 2 updated, 1 deleted, 1 created: once each
+        serialized = page.of("counters_serialized")
+        assert sorted((e["event"], e["fields"]["title"]) for e in serialized) == [
+            ("created", "summary"), ("deleted", "obsolete"), ("updated", "a"), ("updated", "b")]
+    finally:
+        broadcast_registry.unregister(Counter)
+        broadcast_registry.register(Counter, **DECLARATIONS[0][1])
+
+
+@on_both
+def test_unapplying_the_change_table_drops_the_triggers_first(capture, alias):
+    call_command("migrate", "instant_signals", "0003", database=alias, verbosity=0)
+    try:
+        Counter.objects.using(alias).create(title="no change table, no trigger: still written")
+        assert not any(i.key[0] == "testapp_counter"
+                       for i in __import__("instant_signals.capture.database.triggers",
+                                           fromlist=["x"]).installed(connections[alias]))
+    finally:
+        call_command("migrate", "instant_signals", database=alias, verbosity=0)
+    # migrate (post_migrate) put them back
+    call_command("instant_triggers", "--check", database=alias, stdout=io.StringIO())
+
+
+# -- a trigger never fails the user's write -------------------------------------------------------------
+
+@pytest.mark.parametrize("alias", [PG], ids=["postgresql"])
+def test_postgresql_a_broken_change_table_never_fails_the_write(capture, alias):
+    with connections[alias].cursor() as cursor:
+        cursor.execute("ALTER TABLE instant_signals_change RENAME TO instant_signals_change_x")
+    try:
+        Counter.objects.using(alias).create(title="written anyway")
+        with connections[alias].cursor() as cursor:
+            cursor.execute("UPDATE testapp_counter SET count = 1")
+    finally:
+        with connections[alias].cursor() as cursor:
+            cursor.execute("ALTER TABLE instant_signals_change_x RENAME TO instant_signals_change")
+    assert Counter.objects.using(alias).get().count == 1
+    assert changes(alias) == []  # lost, and logged by PostgreSQL as a WARNING
+
+
+@pytest.mark.parametrize("alias", ["default"], ids=["sqlite"])
+def test_sqlite_a_blob_in_a_text_column_is_written_and_dead_lettered(capture, alias):
+    with connections[alias].cursor() as cursor:
+        cursor.execute("INSERT INTO testapp_counter (title, count) VALUES (x'00ff', 1)")
+    assert Counter.objects.using(alias).count() == 1
+    assert "dead 1" in relay(alias)
+    (dead,) = ChangeEntry.objects.using(alias).dead()
+    assert "BLOB" in dead.error
+
+
+@pytest.mark.parametrize("alias", [PG], ids=["postgresql"])
+def test_one_statement_is_one_trigger_call(capture, alias):
+    """Statement-level triggers: an UPDATE of many rows runs the function once (PostgreSQL
+    counts the calls in pg_stat_user_functions)."""
+    Counter.objects.using(alias).bulk_create([Counter(title=f"n{n}") for n in range(200)])
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SET track_functions = 'pl'")
+        cursor.execute("SELECT pg_stat_reset()")
+        cursor.execute("UPDATE testapp_counter SET count = count + 1")
+        cursor.execute("SELECT pg_stat_force_next_flush()" if connections[alias].pg_version >=
+                       150000 else "SELECT 1")
+        cursor.execute("SELECT calls FROM pg_stat_user_functions WHERE funcname = %s",
+                       ["instant_signals_capture"])
+        (calls,) = cursor.fetchone()
+    assert calls == 1
+    assert ChangeEntry.objects.using(alias).filter(op="U").count() == 200
+
+
+@pytest.mark.parametrize("alias", [PG], ids=["postgresql"])
+def test_postgresql_as_the_owner_of_the_tables_no_superuser(alias, centrifugo, live_client,
+                                                            tmp_path):
+    """A site whose database user owns its tables and nothing more: ``migrate`` installs the
+    triggers, another role that may only write ``testapp_note`` (no privilege on the change
+    table) writes through psycopg, and the relay publishes it. No superuser, no ``wal_level``,
+    no replication slot."""
+    import os
+
+    from tests.test_write_paths import Replica
+
+    params = connections[alias].get_connection_params()
+    admin = connections[alias]
+    with admin.cursor() as cursor:
+        cursor.execute("CREATE ROLE capture_site LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
+        cursor.execute("CREATE ROLE capture_writer LOGIN NOSUPERUSER")
+        cursor.execute("CREATE DATABASE capture_site OWNER capture_site")
+    try:
+        (tmp_path / "capture_pg.py").write_text(textwrap.dedent(f"""
+            from tests.settings import *  # noqa: F401,F403
+            DATABASES = {{"default": {{"ENGINE": "django.db.backends.postgresql",
+                          "NAME": "capture_site", "USER": "capture_site",
+                          "HOST": {params['host']!r}, "PORT": {str(params['port'])!r}}}}}
+            INSTANT_SIGNALS = {{**INSTANT_SIGNALS, "CAPTURE": "database"}}
+            CENTRIFUGO_API_URL = {centrifugo.api_url!r}
+            CENTRIFUGO_API_KEY = {centrifugo.api_key!r}
+            CENTRIFUGO_HMAC_KEY = {centrifugo.hmac_key!r}
+        """))
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env.update(DJANGO_SETTINGS_MODULE="capture_pg",
+                   PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+        out = django_child(env, "migrate", "--verbosity", "1")
+        assert "capture triggers fixed" in out
+        django_child(env, "instant_triggers", "--check")
+        grant = textwrap.dedent(f"""
+            import psycopg
+            with psycopg.connect(host={params['host']!r}, port={params['port']!r},
+                                 user="capture_site", dbname="capture_site") as conn:
+                conn.execute("GRANT SELECT, INSERT, UPDATE ON testapp_note TO capture_writer")
+                conn.execute("GRANT USAGE ON SEQUENCE testapp_note_id_seq TO capture_writer")
+            with psycopg.connect(host={params['host']!r}, port={params['port']!r},
+                                 user="capture_writer", dbname="capture_site") as conn:
+                conn.execute("INSERT INTO testapp_note (title, done) VALUES ('by a writer', true)")
+                conn.commit()
+                try:
+                    conn.execute("SELECT * FROM instant_signals_change")
+                except psycopg.errors.InsufficientPrivilege:
+                    print("no access to the change table")
+        """)
+        result = subprocess.run([sys.executable, "-c", grant], capture_output=True, text=True,
+                                timeout=60)
+        assert "no access to the change table" in result.stdout, result.stderr
+        page = Replica(live_client, ["notes"])
+        assert "captured 1 (dead 0)" in django_child(env, "relay_outbox", "--once")
+        (event,) = [envelope["data"] for envelope in page.client.wait_for(1, channel="notes")]
+        assert (event["event"], event["fields"]["title"], event["fields"]["done"]) == (
+            "created", "by a writer", True)
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = 'capture_site' AND pid <> pg_backend_pid()")
+            cursor.execute("DROP DATABASE IF EXISTS capture_site")
+            cursor.execute("DROP ROLE IF EXISTS capture_writer")
+            cursor.execute("DROP ROLE IF EXISTS capture_site")
