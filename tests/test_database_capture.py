@@ -125,7 +125,7 @@ def test_rollbacks_leave_no_change_rows(capture, alias):
 
 
 @on_both
-def test_disable_broadcasts_reaches_the_triggers(capture, alias):
+def test_disable_broadcasts_reaches_the_triggers(capture, alias, settings):
     with disable_broadcasts():
         Counter.objects.using(alias).create(title="silent")
         with connections[alias].cursor() as cursor:
@@ -134,6 +134,9 @@ def test_disable_broadcasts_reaches_the_triggers(capture, alias):
             assert cursor.fetchall() == [("silent",)]  # the statement's own results
         with transaction.atomic(using=alias):
             Counter.objects.using(alias).create(title="silent too")
+    settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "ENABLED": False}  # kill switch
+    Counter.objects.using(alias).create(title="switched off")
+    settings.INSTANT_SIGNALS = {**settings.INSTANT_SIGNALS, "ENABLED": True}
     Counter.objects.using(alias).create(title="heard")
     assert [r.new_row["title"] for r in changes(alias)] == ["heard"]
 
@@ -649,3 +652,43 @@ def test_postgresql_as_the_owner_of_the_tables_no_superuser(alias, centrifugo, l
             cursor.execute("DROP DATABASE IF EXISTS capture_site")
             cursor.execute("DROP ROLE IF EXISTS capture_writer")
             cursor.execute("DROP ROLE IF EXISTS capture_site")
+
+
+@pytest.mark.parametrize("alias", [PG], ids=["postgresql"])
+def test_a_running_relay_wakes_up_on_a_captured_commit(capture, alias, centrifugo, live_client,
+                                                       tmp_path):
+    """``relay_outbox`` (its own process, polling only every 60 s) is woken by the capture
+    trigger's NOTIFY: the page gets the row long before the next poll."""
+    import os
+
+    from tests.test_write_paths import Replica
+
+    settings_dict = connections[alias].settings_dict
+    (tmp_path / "capture_relay.py").write_text(textwrap.dedent(f"""
+        from tests.settings import *  # noqa: F401,F403
+        DATABASES = {{"default": {{**DATABASES["pg"], "NAME": {settings_dict['NAME']!r},
+                      "HOST": {settings_dict['HOST']!r}, "PORT": {settings_dict['PORT']!r}}}}}
+        INSTANT_SIGNALS = {{**INSTANT_SIGNALS, "CAPTURE": "database"}}
+        CENTRIFUGO_API_URL = {centrifugo.api_url!r}
+        CENTRIFUGO_API_KEY = {centrifugo.api_key!r}
+        CENTRIFUGO_HMAC_KEY = {centrifugo.hmac_key!r}
+    """))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(DJANGO_SETTINGS_MODULE="capture_relay",
+               PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    page = Replica(live_client, ["notes"])
+    relay_process = subprocess.Popen(
+        [sys.executable, "-m", "django", "relay_outbox", "--interval", "60"], cwd=ROOT,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "relaying" in relay_process.stdout.readline()
+        from tests.testapp.models import Note
+
+        expected = {}
+        for title in ("first", "wake up"):  # the second one finds the relay idle, waiting
+            note = Note.objects.using(alias).create(title=title)
+            expected[note.pk] = {"id": note.pk, "title": title, "done": False}
+            assert page.matches("notes", expected, timeout=20) == expected
+    finally:
+        relay_process.terminate()
+        relay_process.communicate(timeout=30)
