@@ -15,9 +15,10 @@ from django.db import models
 from django.db.models import Count, Min, Q
 from django.utils.translation import gettext_lazy as _
 
-from .models import OutboxEntry
+from .models import ChangeEntry, OutboxEntry
 
-__all__ = ["SOURCES", "Backlog", "BacklogSource", "OutboxBacklog", "PartitionBacklog"]
+__all__ = ["SOURCES", "Backlog", "BacklogSource", "ChangeBacklog", "OutboxBacklog",
+           "PartitionBacklog"]
 
 
 @dataclass(frozen=True)
@@ -98,5 +99,27 @@ class OutboxBacklog:
         return Backlog(self, tuple(partitions))
 
 
-SOURCES: list[BacklogSource] = [OutboxBacklog()]
+class ChangeBacklog:
+    """The change table of database capture (``ChangeEntry``): one partition, 0 (the relay
+    converts it in id order)."""
+
+    label = _("Captured changes (database capture)")
+    model: type[models.Model] = ChangeEntry
+
+    def measure(self, using: str | None = None) -> Backlog:
+        rows = ChangeEntry.objects.all() if using is None else ChangeEntry.objects.using(using)
+        found = rows.order_by().aggregate(
+            pending=Count("id", filter=Q(dead_at__isnull=True)),
+            oldest=Min("created_at", filter=Q(dead_at__isnull=True)),
+            dead=Count("id", filter=Q(dead_at__isnull=False)))
+        if not found["pending"] and not found["dead"]:
+            return Backlog(self, ())
+        last_error = rows.filter(dead_at__isnull=False).order_by("-id").values_list(
+            "error", flat=True).first()
+        return Backlog(self, (PartitionBacklog(
+            partition=0, pending=found["pending"], oldest=found["oldest"], dead=found["dead"],
+            last_error=last_error),))
+
+
+SOURCES: list[BacklogSource] = [OutboxBacklog(), ChangeBacklog()]
 """Every source of delivery backlog, in the order the delivery page shows them."""

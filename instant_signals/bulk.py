@@ -46,7 +46,7 @@ class BroadcastQuerySet(models.QuerySet[M]):
     registry: BroadcastRegistry = broadcast_registry
 
     def _broadcasts(self) -> bool:
-        return self.registry.capture.table.concerns(self.model) and broadcasting_enabled()
+        return self.registry.capture.concerns(self.model) and broadcasting_enabled()
 
     def update(self, **kwargs: Any) -> int:
         """``QuerySet.update()`` that publishes ``updated`` for each row (two more queries: the

@@ -20,7 +20,7 @@ from django.urls import NoReverseMatch, reverse
 from . import conf, delivery, levels
 from .bulk import BroadcastQuerySet
 from .channels import is_private
-from .models import Channel, OutboxEntry
+from .models import ChangeEntry, Channel, OutboxEntry
 from .registry import broadcast_registry
 
 FIX_CONFIG = ("run `python manage.py installws` (it keeps your secrets) and restart Centrifugo "
@@ -104,6 +104,21 @@ def _check_app_dict() -> list[CheckMessage]:
     if value.get("DELIVERY", "on_commit") not in modes:
         errors.append(Error(f"INSTANT_SIGNALS['DELIVERY'] must be one of {modes}, "
                             f"not {value['DELIVERY']!r}.", id="instant_signals.E008"))
+    capture = value.get("CAPTURE", "signals")
+    if capture not in ("signals", "database"):
+        errors.append(Error(f"INSTANT_SIGNALS['CAPTURE'] must be \"signals\" or \"database\", "
+                            f"not {capture!r}.", id="instant_signals.E013"))
+    elif capture == "database":
+        from django.db import connections
+
+        for alias in connections:
+            vendor = connections[alias].vendor
+            if vendor not in ("sqlite", "postgresql"):
+                errors.append(Error(
+                    f"INSTANT_SIGNALS['CAPTURE'] is \"database\", but DATABASES[{alias!r}] is "
+                    f"{vendor}: database capture has triggers for SQLite and PostgreSQL only.",
+                    hint='Use "signals" (the default) with this database.',
+                    id="instant_signals.E013"))
     timeout = value.get("TIMEOUT", conf.DEFAULTS["TIMEOUT"])
     if not _timeout_ok(timeout):
         errors.append(Error(f"INSTANT_SIGNALS['TIMEOUT'] must be a positive number or a "
@@ -411,4 +426,66 @@ def check_outbox_sqlite(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
                 f'INSTANT_SIGNALS["DELIVERY"] is "outbox" and {where} is SQLite with a busy '
                 f"timeout of {timeout!r} s: a writer gives up on the write lock that soon.",
                 hint='Add "timeout": 20 (seconds) to its OPTIONS.', id="instant_signals.W032"))
+    return messages
+
+
+@register(Tags.database)
+def check_capture(app_configs: Any = None, databases: Any = None,
+                  **kwargs: Any) -> list[CheckMessage]:
+    """Database capture: W060 triggers not in step with the declarations (a declared table
+    without its trigger, a stale one, one on a table no longer declared), W061 capture triggers
+    while ``CAPTURE`` is not ``"database"``, W062 dead letters in the change table, W063 its
+    oldest pending row is older than ``OUTBOX_MAX_AGE`` (no relay runs, or it is held back)."""
+    from datetime import timedelta
+
+    from django.db import connections
+    from django.utils import timezone
+
+    from .capture import database
+    from .capture.database import triggers
+
+    messages: list[CheckMessage] = []
+    on = database.enabled()
+    for alias in databases or ():
+        conn = connections[alias]
+        if conn.vendor not in database.VENDORS:
+            continue
+        fix = triggers.FIX + ("" if alias == "default" else f" --database {alias}")
+        try:
+            todo = triggers.plan(conn, broadcast_registry.capture.table if on else None)
+        except DatabaseError:
+            continue
+        listed = "; ".join(todo.describe()[:5]) + ("; ..." if len(todo.describe()) > 5 else "")
+        if todo and on:
+            messages.append(Warning(
+                f"The capture triggers of database {alias!r} are not in step with the "
+                f"declarations ({listed}): writes of those tables are not captured as declared.",
+                hint=f"Run `{fix}` (migrate does it too).", id="instant_signals.W060"))
+        elif todo.extra and not on:
+            messages.append(Warning(
+                f"Database {alias!r} has capture triggers ({listed}) but INSTANT_SIGNALS"
+                f"['CAPTURE'] is not \"database\": they fill the change table with rows nothing "
+                f"publishes.", hint=f"Run `{fix} --drop`, or set CAPTURE to \"database\".",
+                id="instant_signals.W061"))
+        rows = ChangeEntry.objects.using(alias)
+        try:
+            dead = rows.dead().count()
+            oldest = rows.pending().order_by("id").values_list("created_at", flat=True).first()
+        except DatabaseError:
+            continue  # not migrated yet
+        if dead:
+            messages.append(Warning(
+                f"The change table of database {alias!r} holds {dead} dead letter(s): captured "
+                f"writes the relay could not map to their model, never published.",
+                hint="See why in ChangeEntry.objects.dead() (error); fix the cause, then delete "
+                     "them or clear dead_at to try again (docs/explanation/capture.md).",
+                id="instant_signals.W062"))
+        max_age = int(conf.app_setting("OUTBOX_MAX_AGE"))
+        if oldest is not None and oldest < timezone.now() - timedelta(seconds=max_age):
+            messages.append(Warning(
+                f"The oldest pending captured change of database {alias!r} was written at "
+                f"{oldest:%Y-%m-%d %H:%M:%S} UTC, more than OUTBOX_MAX_AGE ({max_age} s) ago.",
+                hint="Is `manage.py relay_outbox` running? On PostgreSQL a transaction left "
+                     "open holds publication back (pg_stat_activity shows it).",
+                id="instant_signals.W063"))
     return messages

@@ -23,6 +23,10 @@ DEFAULTS: dict[str, Any] = {
     # "on_commit" (default): publish after the transaction commits, batched.
     # "outbox": write rows to the outbox table in the same transaction (durable).
     "DELIVERY": "on_commit",
+    # "signals" (default): Django's signals and bulk hooks see the writes Django makes.
+    # "database": triggers record every write of a declared table (raw SQL, other programs
+    # too) in the change table; `manage.py relay_outbox` publishes them (SQLite, PostgreSQL).
+    "CAPTURE": "signals",
     # True: raw saves (``loaddata``) publish nothing. By default they publish like any save.
     "SKIP_RAW_SAVES": False,
     # Models you don't own: {"auth.User": {"channels": [...], "fields": [...]}}.

@@ -1,4 +1,5 @@
-"""``Channel`` (who may read a channel that only ``publish()`` uses) and ``OutboxEntry``."""
+"""``Channel`` (who may read a channel that only ``publish()`` uses), ``OutboxEntry`` and
+``ChangeEntry`` (the change table database capture writes)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from django.utils.translation import gettext_lazy as _
 from . import levels
 from .channels import is_private, validate_channel
 
-__all__ = ["Channel", "ChannelQuerySet", "OutboxEntry"]
+__all__ = ["ChangeEntry", "Channel", "ChannelQuerySet", "OutboxEntry"]
 
 
 class ChannelQuerySet(models.QuerySet["Channel"]):
@@ -129,3 +130,57 @@ class OutboxEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method} #{self.pk} (partition {self.partition})"
+
+
+class ChangeQuerySet(models.QuerySet["ChangeEntry"]):
+    """``ChangeEntry.objects``: captured changes waiting for the relay, and dead letters."""
+
+    def pending(self) -> ChangeQuerySet:
+        """Changes the relay has not turned into publications yet."""
+        return self.filter(dead_at__isnull=True)
+
+    def dead(self) -> ChangeQuerySet:
+        """Changes the relay could not map to a model row (``error`` says why), oldest first.
+        Never retried on their own: fix the cause and clear ``dead_at``, or delete them."""
+        return self.filter(dead_at__isnull=False).order_by("id")
+
+
+class ChangeEntry(models.Model):
+    """One row written by a table's capture trigger (``INSTANT_SIGNALS["CAPTURE"] =
+    "database"``): the table, the operation, the row's primary key and its images before and
+    after (JSON, one key per column), in the writing transaction. ``manage.py relay_outbox``
+    turns these rows into publications and deletes them; a row it cannot map stays as a dead
+    letter (``dead_at``, ``error``).
+
+    The triggers insert with plain SQL, so every column has a value from them: ``txid`` is the
+    writing transaction's id on PostgreSQL (``txid_current()``, for the commit-order horizon),
+    NULL on SQLite (one writer at a time: id order is commit order)."""
+
+    table_name = models.TextField(help_text=_("The database table the row belongs to."))
+    op = models.CharField(max_length=1, help_text=_("I (insert), U (update) or D (delete)."))
+    row_pk = models.TextField(  # noqa: DJ001 - NULL: a row image without its key column
+        null=True, blank=True, help_text=_("The row's primary key, as text."))
+    old_row = models.JSONField(null=True, blank=True,
+                               help_text=_("The row before (update, delete)."))
+    new_row = models.JSONField(null=True, blank=True,
+                               help_text=_("The row after (insert, update)."))
+    txid = models.BigIntegerField(
+        null=True, blank=True, help_text=_("The writing transaction (PostgreSQL)."))
+    created_at = models.DateTimeField(help_text=_("When the trigger captured it."))
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(  # noqa: DJ001 - NULL until the relay fails to map the row
+        null=True, blank=True, help_text=_("Why the relay could not map the row."))
+    dead_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text=_("Set when the relay gave up on the row (a dead letter)."))
+
+    objects = ChangeQuerySet.as_manager()
+
+    class Meta:
+        db_table = "instant_signals_change"
+        ordering = ["id"]
+        verbose_name = _("captured change")
+        verbose_name_plural = _("captured changes")
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.table_name} {self.row_pk} (#{self.pk})"

@@ -35,7 +35,7 @@ def install() -> None:
     def add_field_update(self: Collector, field: Any, value: Any, objs: Any) -> None:
         add(self, field, value, objs)
         model = _model_of(objs)
-        if model is not None and any(c.table.for_save(model).declarations for c in captures):
+        if model is not None and any(c.for_save(model).declarations for c in captures):
             self.__dict__.setdefault(PENDING_ATTR, []).append((field, value, objs))
 
     def wrapped_delete(self: Collector) -> Any:

@@ -7,6 +7,10 @@ deletion collector updates for ``on_delete=SET_NULL``/``SET_DEFAULT``/``SET(...)
 (``collector.py``). What Django sends no signal for is announced by ``bulk.py``'s queryset; raw
 SQL and other processes are invisible here (database capture is the mode that sees them).
 
+In database mode (``INSTANT_SIGNALS["CAPTURE"] = "database"``) the triggers capture the
+declarations of concrete models (``database.captured``): these receivers then publish only the
+others (a proxy's or a multi-table child's own declarations), so nothing is published twice.
+
 A failure never breaks the caller's save, except in durable mode, where a change must not commit
 without its event; a migration's save never fails because of a broadcast.
 """
@@ -23,6 +27,7 @@ from django.db.models.signals import class_prepared, post_delete, post_migrate, 
 from .. import conf, delivery, tracking
 from ..declarations import Declaration
 from ..envelope import CREATED, DELETED, UPDATED
+from . import database
 from .changes import changes_of
 from .switch import broadcasting_enabled
 from .table import Applies, Table, is_historical
@@ -48,6 +53,8 @@ class SignalCapture:
         self.table = Table()
         self._connected: set[type[models.Model]] = set()
         self._historical: list[type[models.Model]] = []  # disconnected after migrate
+        # database mode: id(applies) -> (applies, what the triggers do not capture of it)
+        self._signal_part: dict[int, tuple[Applies, Applies]] = {}
         captures.add(self)
 
     # -- connection ---------------------------------------------------------------------------
@@ -55,6 +62,7 @@ class SignalCapture:
         """Publish writes of ``model`` (and its proxies and children) for ``declarations``;
         ``()`` stops."""
         self.table.declare(model, declarations)
+        self._signal_part.clear()
         for sender in [model, *_subclasses(model), *self._connected]:
             self.sync(sender)
 
@@ -90,10 +98,38 @@ class SignalCapture:
     def _dispatch_uid(self, model: type[models.Model]) -> str:
         return f"instant_signals.registry{self.uid}.{model._meta.label_lower}"
 
+    # -- what the receivers publish -----------------------------------------------------------
+    def for_save(self, sender: type[models.Model]) -> Applies:
+        """The declarations a save of ``sender`` publishes here (database mode: those the
+        triggers do not capture)."""
+        return self._without_captured(self.table.for_save(sender))
+
+    def for_delete(self, sender: type[models.Model]) -> Applies:
+        return self._without_captured(self.table.for_delete(sender))
+
+    def concerns(self, sender: type[models.Model]) -> bool:
+        """Whether a write of ``sender`` publishes anything through these hooks."""
+        return bool(self.for_save(sender).declarations or self.for_delete(sender).declarations)
+
+    def _without_captured(self, applies: Applies) -> Applies:
+        if not applies.declarations or not database.enabled():
+            return applies
+        found = self._signal_part.get(id(applies))
+        if found is None or found[0] is not applies:
+            kept = tuple(d for d in applies.declarations if not database.captured(d.model))
+            if not kept:
+                part = Applies((), (), applies.historical)
+            else:
+                tracked = {a for d in kept for a in d.tracked}
+                part = Applies(kept, tuple(a for a in applies.attnames if a in tracked),
+                               applies.historical)
+            found = self._signal_part[id(applies)] = (applies, part)
+        return found[1]
+
     # -- receivers ----------------------------------------------------------------------------
     def post_save(self, sender: type[models.Model], instance: models.Model, created: bool,
                   raw: bool = False, using: str = "default", **kwargs: Any) -> None:
-        applies = self.table.for_save(sender)
+        applies = self.for_save(sender)
         if not applies.declarations or raw and conf.app_setting("SKIP_RAW_SAVES"):
             return
         stored = _stored_values(instance, applies.attnames, using)
@@ -105,7 +141,7 @@ class SignalCapture:
     def post_delete(self, sender: type[models.Model], instance: models.Model,
                     using: str = "default", **kwargs: Any) -> None:
         if broadcasting_enabled():
-            applies = self.table.for_delete(sender)
+            applies = self.for_delete(sender)
             if applies.declarations:
                 self._record(applies, [(instance, None)], DELETED, using)
 
@@ -121,7 +157,7 @@ class SignalCapture:
         for row in rows:
             by_class.setdefault(type(row[0]), []).append(row)
         for model, group in by_class.items():
-            applies = (self.table.for_delete if event == DELETED else self.table.for_save)(model)
+            applies = (self.for_delete if event == DELETED else self.for_save)(model)
             if applies.declarations:
                 self._record(applies, group, event, using)
 

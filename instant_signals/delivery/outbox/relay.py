@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import random
 import time
-from typing import Callable
+from typing import Callable, Protocol, Sequence
 
 from django.db import OperationalError, transaction
 
@@ -26,6 +26,23 @@ _DELETE_PATIENCE = 60.0  # seconds a delivered batch's delete is retried through
 
 
 @dataclasses.dataclass
+class Fed:
+    """What a source put into the outbox in one pass."""
+
+    moved: int = 0  # source rows turned into outbox rows
+    dead: int = 0  # source rows it could not turn into anything (its own dead letters)
+    held: bool = False  # rows are waiting for something else (another relay, a transaction)
+
+
+class Source(Protocol):
+    """Something that feeds the outbox before each pass (database capture's change table)."""
+
+    def drain(self) -> Fed: ...
+
+    def pending(self) -> int: ...
+
+
+@dataclasses.dataclass
 class RelayResult:
     """What one relay pass did."""
 
@@ -33,6 +50,7 @@ class RelayResult:
     dead: int = 0  # rows moved to the dead-letter state (OutboxEntry.objects.dead())
     failed_partitions: dict[int, str] = dataclasses.field(default_factory=dict)
     waiting_partitions: list[int] = dataclasses.field(default_factory=list)  # backoff or locked
+    fed: Fed = dataclasses.field(default_factory=Fed)  # what the sources added
 
     @property
     def ok(self) -> bool:
@@ -83,13 +101,22 @@ class Relay:
     ``run()`` keeps its database connection between passes (a database error closes it; the
     next pass opens a new one) and, when the table is empty, waits for new rows (``wake``) at
     most ``interval`` seconds.
+
+    ``sources`` feed the outbox at the start of each pass (database capture's change table:
+    ``capture.database.relay.ChangeSource``), so what they add goes out in the same pass.
     """
+
+    #: Longest wait while a source holds rows back (another relay converts, a transaction that
+    #: may precede them is still running): they are looked at again this soon.
+    held_interval = 0.05
 
     def __init__(self, using: str = "default", *, batch_size: int | None = None,
                  backoff: float = 0.5, max_backoff: float = 30.0,
                  max_attempts: int | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 sources: Sequence[Source] = ()):
         self.using = using
+        self.sources = tuple(sources)
         self.batch_size = int(batch_size or conf.app_setting("BATCH_SIZE"))
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -113,6 +140,11 @@ class Relay:
         backlog can take minutes)."""
         result = RelayResult()
         self.waker.watch()  # before reading: a commit after this point wakes the next wait()
+        for source in self.sources:
+            fed = source.drain()
+            result.fed.moved += fed.moved
+            result.fed.dead += fed.dead
+            result.fed.held = result.fed.held or fed.held
         if self.undeleted:
             self._delete(sorted(self.undeleted))
         now = self.clock()
@@ -145,9 +177,9 @@ class Relay:
                 logger.exception("instant_signals: outbox relay pass failed")
                 self._close()
                 result = RelayResult(failed_partitions={-1: "database error"})
-            if result.sent or result.dead:
+            if result.sent or result.dead or result.fed.moved or result.fed.dead:
                 continue  # there may be more right away
-            delay = interval
+            delay = min(interval, self.held_interval) if result.fed.held else interval
             if self.not_before:
                 delay = min(delay, max(0.0, min(self.not_before.values()) - self.clock()))
             try:
@@ -165,8 +197,8 @@ class Relay:
         return self.waker.wait(timeout, stop=stop, sleep=sleep)
 
     def pending(self) -> int:
-        """Rows waiting to be sent (dead letters not counted)."""
-        return self.store.pending()
+        """Rows waiting to be sent (dead letters not counted), the sources' included."""
+        return self.store.pending() + sum(source.pending() for source in self.sources)
 
     # -- one batch ----------------------------------------------------------------------------
     def _drain_batch(self, partition: int, result: RelayResult) -> str:

@@ -1,6 +1,7 @@
 """Waking an idle relay when new outbox rows are committed, without querying the table.
 
-PostgreSQL: ``LISTEN`` to the channel the ``0002`` migration's trigger notifies on every insert.
+PostgreSQL: ``LISTEN`` to the channel the ``0002`` migration's trigger notifies on every insert,
+and to the one database capture's triggers notify on (``CHANGES_CHANNEL``).
 SQLite: ``PRAGMA data_version``, which changes when another connection commits. Elsewhere the
 relay sleeps. ``watch()`` runs before a pass reads the table, so a commit after it wakes the
 next ``wait()``.
@@ -18,6 +19,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 #: The channel the 0002 migration's trigger notifies on every insert (and Centrifugo's
 #: consumer listens to, ``partition_notification_channel``).
 NOTIFY_CHANNEL = "instant_signals_outbox"
+#: The channel database capture's trigger function notifies when a statement captured rows.
+CHANGES_CHANNEL = "instant_signals_changes"
 
 # Seconds between two looks at PRAGMA data_version while idle: 1 ms right after a pass, doubling
 # up to 20 ms (a busy site's next row is seen at once; an idle relay wakes 50 times a second).
@@ -47,6 +50,7 @@ class Waker:
             if self._listening is not conn.connection:
                 with conn.cursor() as cursor:
                     cursor.execute(f'LISTEN "{NOTIFY_CHANNEL}"')
+                    cursor.execute(f'LISTEN "{CHANGES_CHANNEL}"')
                 self._listening = conn.connection
             else:
                 # Notifications of rows this pass is about to read: forget them (a busy relay

@@ -1,6 +1,8 @@
 """``manage.py relay_outbox``: send the outbox table to Centrifugo (durable delivery mode).
 
 Use it on databases other than PostgreSQL, or on PostgreSQL instead of Centrifugo's consumer.
+With ``INSTANT_SIGNALS["CAPTURE"] = "database"`` it also turns the change table's rows into
+outbox rows first, in each pass (``capture.database.relay.ChangeSource``).
 Runs until stopped (SIGINT/SIGTERM finish the current batch, then exit); ``--once`` drains what
 is there and exits 1 if a partition could not be delivered and waits for a retry (for cron and
 health checks); rows that became dead letters are done (``OutboxEntry.objects.dead()``, system
@@ -21,9 +23,12 @@ from typing import Any, Callable
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS
 
+from ...capture import database
+from ...capture.database.relay import ChangeSource
 from ...delivery.outbox import Relay
 from ...delivery.outbox.report import RelayReport
 from ...progress import Progress
+from ...registry import broadcast_registry
 
 
 class Command(BaseCommand):
@@ -56,13 +61,19 @@ class Command(BaseCommand):
         if not every >= 0:  # also NaN
             raise CommandError("--report-every must be 0 (no reports) or a positive number of "
                                "seconds")
+        # Database capture: the change table feeds the outbox before each pass.
+        sources = [ChangeSource(broadcast_registry.capture.table, options["database"],
+                                batch_size=options["batch_size"])] if database.enabled() else []
         relay = Relay(options["database"], batch_size=options["batch_size"],
-                      backoff=options["backoff"], max_backoff=options["max_backoff"])
+                      backoff=options["backoff"], max_backoff=options["max_backoff"],
+                      sources=sources)
         out = Progress(self.stdout, verbosity=options["verbosity"], tty=False)
         tick = RelayReport(relay, every, out.line).tick if every and out.verbosity else None
         if options["once"]:
             result = relay.run_once(tick=tick)  # a line per period only if the drain lasts
-            self.stdout.write(f"sent {result.sent}, dead {result.dead}, "
+            captured = (f"captured {result.fed.moved} (dead {result.fed.dead}), "
+                        if sources else "")
+            self.stdout.write(f"{captured}sent {result.sent}, dead {result.dead}, "
                               f"pending {relay.pending()}")
             if result.failed_partitions:
                 details = "; ".join(f"partition {p}: {e}"
