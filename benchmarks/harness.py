@@ -39,8 +39,9 @@ if str(ROOT) not in sys.path:
 
 import concurrency  # noqa: E402
 import durable  # noqa: E402
+import fanout  # noqa: E402
 from bench import Bench  # noqa: E402
-from common import SCENARIOS, log, scenario_keys  # noqa: E402
+from common import OPT_IN, SCENARIOS, log, scenario_keys  # noqa: E402
 from report import table, targets  # noqa: E402
 from workloads import clear_items, save_items  # noqa: E402
 
@@ -49,6 +50,7 @@ RUNNERS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "s1": Bench.s1, "s2": Bench.s2, "s3": Bench.s3, "s4": Bench.s4, "s5": Bench.s5,
     "s6": durable.s6, "s6b": durable.s6b, "s7": durable.s7, "s8": durable.s8,
     "s9": concurrency.s9, "s10": concurrency.s10, "s11": durable.s11,
+    "fanout": fanout.fanout,
 }
 
 
@@ -133,7 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=0, help="rounds per arm (default 5, quick 1)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help="comma-separated scenarios, any case (s1,s2 or S1,S2; default: "
-                             f"all, {','.join(SCENARIOS)})")
+                             f"all, {','.join(SCENARIOS)}; {','.join(OPT_IN)} only when "
+                             "named)")
+    parser.add_argument("--fanout-clients", default="",
+                        help="fanout: comma-separated client counts (default 1000,5000,10000; "
+                             "quick 1000)")
+    parser.add_argument("--fanout-seconds", type=float, default=0,
+                        help="fanout: seconds of steady load per step (default 10, quick 4)")
     parser.add_argument("--peer-python",
                         default=str(ROOT / ".venv-peer-instant" / "bin" / "python"))
     parser.add_argument("--out", default=str(HERE / "results" / "latest.json"))
@@ -141,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen, unknown = scenario_keys(args.scenarios)
     if unknown or not chosen:
-        parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)} (any case)")
+        parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS + OPT_IN)} (any case)")
 
     # a plain `kill` still stops the servers and removes the temporary files (finally below)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -106,7 +106,63 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         busy = ours.get("loop_busy_max_ms", {}).get("max")
         add("S10 longest stretch of the loop's thread running, apublish()", ms(busy), "≤ 5 ms",
             None if busy is None else busy <= 5)
+    if "fanout" in scenarios:
+        rows.extend(fanout_targets(scenarios["fanout"]))
     return rows
+
+
+def fanout_targets(scenario: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 22's goal: >= 50,000 deliveries/s at p95 < 100 ms with 10,000 clients (the largest
+    client count run is judged; a smaller run says so in the row)."""
+    rows = []
+    n = max(scenario["clients"])
+    for run in scenario["runs"]:
+        if run["clients"] != n:
+            continue
+        good = run.get("last_good")
+        value = good["deliveries_per_s"] if good else None
+        rows.append({"target": f"Fan-out {run['arm']}, {n:,} clients: deliveries/s at p95 "
+                               f"commit→last-reader < 100 ms, nothing lost",
+                     "measured": None if value is None else f"{value:,.0f}/s",
+                     "goal": "≥ 50,000/s with 10,000 clients",
+                     "pass": None if value is None or n < 10000 else value >= 50000})
+    return rows
+
+
+def fanout_table(scenario: dict[str, Any]) -> str:
+    """Every step of every fan-out run, then Supabase's published figures with their source."""
+    lines = ["", "| Fan-out run | Changes/s (achieved) | Deliveries/s | Commit→last-reader "
+             "p50/p95/p99 ms | Commit→each delivery p50/p95/p99 ms | Missing | Django CPU "
+             "ms/change | CPU % of a core (node A, node B, Redis, fleet, publisher) | Node RSS MB "
+             "(A, B) | Step |", "|---|---:|---:|---:|---:|---:|---:|---|---|---|"]
+    for run in scenario["runs"]:
+        name = f"{run['arm']}, {run['clients']:,} clients"
+        if run.get("status") == "error":
+            lines.append(f"| {name} | - | - | - | - | - | - | - | - | error: {run['error']} |")
+            continue
+        mem = run["memory"]["kb_per_connection"]
+        name += (f" ({run['setup']['subscriptions']:,} subscriptions; {mem['a']:.0f}/{mem['b']:.0f}"
+                 f" KB per connection on node A/B)")
+        for step in run["steps"]:
+            lr, pd, cpu = step["last_reader_ms"], step["per_delivery_ms"], step["cpu_percent_of_a_core"]
+            lines.append(
+                f"| {name} | {step['rate']} ({step['achieved_rate']:.0f}) | "
+                f"{step['deliveries_per_s']:,.0f} | {lr['p50']}/{lr['p95']}/{lr['p99']} | "
+                f"{pd['p50']}/{pd['p95']}/{pd['p99']} | {step['missing']} | "
+                f"{step['django_cpu_ms_per_change']:.2f} | {cpu['centrifugo_a']:.0f}, "
+                f"{cpu['centrifugo_b']:.0f}, {cpu['redis']:.0f}, {cpu['fleet']:.0f}, "
+                f"{cpu['publisher']:.0f} | {step['rss_mb']['centrifugo_a']:.0f}, "
+                f"{step['rss_mb']['centrifugo_b']:.0f} | "
+                f"{'good' if step['good'] else 'saturated: ' + step['why']} |")
+    sb = scenario["supabase"]
+    lines.append(f"| Supabase Realtime (published): {sb['setup']}, {sb['clients']:,} clients | "
+                 f"{sb['changes_per_s']} | ~{sb['messages_per_s']:,} | -/{sb['p95_ms']}/- | - | - | "
+                 f"- | - | - | source: {sb['source']} |")
+    nofile = scenario["limits"]["nofile"]
+    lines.append(f"\nRLIMIT_NOFILE raised from {nofile['soft_before']} to {nofile['soft_now']} "
+                 f"(hard limit {nofile['hard']}); {scenario['step_seconds']} s of steady load "
+                 f"per step; a step is good when: {scenario['criteria']}.")
+    return "\n".join(lines)
 
 
 
@@ -136,6 +192,8 @@ TITLES = {
     "s9": "9. publish() × {n} per thread/process (msg/s, total)",
     "s10": "10. {n} async publishes, 100 in flight (msg/s)",
     "s11": "11. Centrifugo hung (SIGSTOP) {n} updates, then resumed",
+    "fanout": "fan-out, 2 Centrifugo nodes + Redis, up to {n} clients (deliveries/s at the "
+              "last good step)",
 }
 
 
@@ -179,6 +237,8 @@ def table(results: dict[str, Any]) -> str:
                 continue
             lines.append(f"| {title} | {name} | {fmt(arm['median'])} | "
                          f"{fmt(arm['min'])}..{fmt(arm['max'])} | {delivered} | {notes} |")
+    if "fanout" in results["scenarios"]:
+        lines.append(fanout_table(results["scenarios"]["fanout"]))
     lines += ["", "| Target | Measured | Goal | Result |", "|---|---:|---|---|"]
     for row in results["targets"]:
         verdict = {True: "pass", False: "FAIL", None: "n/a"}[row["pass"]]

@@ -56,3 +56,47 @@ if FieldTracker is not None:
 
         class Meta:
             app_label = "benchapp"
+
+
+# -- the fan-out scenario (fanout.py): projects of ~100 members, their tasks, a personal inbox ----
+# Foreign keys to auth.User carry no database constraint: syncdb creates these tables before
+# auth's migrations run on the PostgreSQL aliases, where a constraint would fail.
+class FanProject(models.Model):
+    name = models.CharField(max_length=50)
+    members = models.ManyToManyField("auth.User", related_name="fan_projects",
+                                     through="FanMember")
+
+    class Meta:
+        app_label = "benchapp"
+
+
+class FanMember(models.Model):
+    project = models.ForeignKey(FanProject, on_delete=models.CASCADE)
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, db_constraint=False)
+
+    class Meta:
+        app_label = "benchapp"
+
+
+class FanTask(models.Model):
+    """A row whose changes every member of its project sees. ``seq`` (the publisher's change
+    number), ``point`` (the load step) and ``stamp`` (time.time() in save(), before COMMIT) let
+    the client fleet time and count each delivery."""
+
+    project = models.ForeignKey(FanProject, on_delete=models.CASCADE, related_name="tasks")
+    title = models.CharField(max_length=100)
+    seq = models.BigIntegerField(default=-1)
+    point = models.IntegerField(default=0)
+    stamp = models.FloatField(default=0.0)
+
+    class Meta:
+        app_label = "benchapp"
+
+
+class FanInbox(models.Model):
+    """Declares each user's personal channel ``$user:{owner_id}`` (authorize="owner")."""
+
+    owner = models.ForeignKey("auth.User", on_delete=models.CASCADE, db_constraint=False)
+
+    class Meta:
+        app_label = "benchapp"
