@@ -1,0 +1,350 @@
+"""Readers declared by relation: ``@broadcast(channels=["$project:{project_id}"],
+readers="project__members", ...)``.
+
+* Registration: a path that does not lead to the user model, or that the channel's
+  placeholders cannot start from, and ``readers=`` with ``authorize``/``level``, are refused with
+  an ``ImproperlyConfigured`` naming the problem (also for decorators, checked at startup).
+* Granting: ``subscribe/``, ``get_token/`` and ``collection/`` grant a channel to exactly the
+  members, with one membership lookup (counted), whatever the channel holds.
+* Revocation: every write that can take access away (an m2m remove/clear from either side, a
+  membership row deleted or moved, a user deactivated or deleted, the group deleted) sends
+  Centrifugo ``unsubscribe`` for exactly the users who lost access, after commit; nothing for a
+  rolled-back transaction or a member removed and added back.
+* Live: a real centrifuge-python client of a removed member is unsubscribed after commit and
+  receives nothing of the transaction that removed it, a new member subscribes at once, presence
+  follows; the revocation window (commit -> unsubscribe received) is measured.
+* Property: generated memberships and histories (joins, leaves from either side, clears,
+  deactivations, membership rows moved, changes; committed, rolled back, in savepoints) judged by
+  an oracle written here: no delivery to a user who was not a reader when the change committed,
+  every continuing reader gets every change, and subscribe/ answers as the oracle says.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from typing import Any
+
+import pytest
+from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from instant_signals import BroadcastRegistry, broadcast_registry, streams
+from instant_signals.access import can_read
+from instant_signals.capture import memberships
+from instant_signals.tokens import connection_token
+from tests.conftest import ARTIFACTS
+from tests.testapp.models import (Doc, Membership, Project, ProjectTask, Task, Team, TeamNote)
+
+User = get_user_model()
+
+
+# -- registration --------------------------------------------------------------------------------
+
+REFUSED = [
+    ({"channels": ["$project:{project_id}"], "readers": "project"},
+     r"leads to testapp.Project, not to the user model \(auth.User\)"),
+    ({"channels": ["$project:{project_id}"], "readers": "project__tasks"},
+     r"leads to testapp.ProjectTask, not to the user model"),
+    ({"channels": ["$project:{project_id}"], "readers": "project__name"},
+     r"'project__name' is the field testapp.Project.name, not a relation"),
+    ({"channels": ["$project:{project_id}"], "readers": "project__owners"},
+     r"testapp.Project has no relation 'owners' \(its relations: members, tasks\)"),
+    ({"channels": ["$project:{project_id}"], "readers": "project____members"},
+     r"readers must be a relation path to the user model"),
+    ({"channels": ["$project:{project_id}"], "readers": ""},
+     r"readers must be a relation path"),
+    ({"channels": ["$project:{project_id}"], "readers": "project__members",
+      "authorize": "project"}, r"drop authorize= \(give one of readers=, authorize=, level=\)"),
+    ({"channels": ["$project:{project_id}"], "readers": "project__members", "level": "users"},
+     r"drop level="),
+    ({"channels": ["$projects"], "readers": "project__members"},
+     r"'\$projects' is a static name"),
+    ({"channels": ["project:{project_id}"], "readers": "project__members"},
+     r"'project:\{project_id\}' is not private \(no \$\)"),
+    ({"channels": lambda instance, event: ["$x"], "readers": "project__members"},
+     r"readers= needs channel templates"),
+    ({"channels": ["$bytitle:{title}"], "readers": "project__members"},
+     r"neither name the path's first foreign key .* nor identify one row"),
+    ({"channels": ["$project:{project_id}:{done}"], "readers": "project__members"},
+     r"the channel may only carry \{project_id\}"),
+]
+
+
+@pytest.mark.parametrize("options, message", REFUSED)
+def test_a_path_that_does_not_lead_to_users_is_refused_at_registration(options, message):
+    with pytest.raises(ImproperlyConfigured, match=r"@broadcast on testapp.projecttask: .*" + message):
+        BroadcastRegistry().register(ProjectTask, fields=["id"], **options)
+
+
+def test_accepted_paths_forward_reverse_and_through_rows():
+    registry = BroadcastRegistry()
+    registry.register(ProjectTask, channels=["$p2:{project_id}"], readers="project__members",
+                      fields=["id"])
+    registry.register(Project, channels=["$p3:{pk}"], readers="members", fields=["id"])
+    registry.register(TeamNote, channels=["$t2:{team_id}"], readers="team__memberships__user",
+                      fields=["id"])
+    registry.register(Membership, channels=["$m:{pk}"], readers="user", fields=["id"])
+    registry.register(Doc, channels=["$doc:{slug}"], readers="owner", fields=["id"])
+    assert len(registry.declarations()) == 5
+    for declaration in registry.declarations():
+        registry.unregister(declaration.model)
+
+
+def test_a_decorators_bad_path_fails_at_startup(monkeypatch):
+    """While models load, relations cannot be followed: the path is checked when the app
+    registry is ready (``AppConfig.ready`` calls ``check_readers``), naming the problem."""
+    registry = BroadcastRegistry()
+    monkeypatch.setattr(apps, "models_ready", False)
+    registry.register(ProjectTask, channels=["$p4:{project_id}"], readers="project__tasks",
+                      fields=["id"])  # accepted for now
+    monkeypatch.setattr(apps, "models_ready", True)
+    with pytest.raises(ImproperlyConfigured, match="leads to testapp.ProjectTask, not to the user"):
+        registry.check_readers()
+    registry.unregister(ProjectTask)
+
+
+def test_readers_from_settings_is_a_value(settings):
+    settings.INSTANT_SIGNALS = {"MODELS": {"testapp.teamnote": {
+        "channels": ["$t3:{team_id}"], "readers": "team__memberships__user", "fields": ["id"]}}}
+    registry = BroadcastRegistry()
+    registry.register_from_settings()
+    (declaration,) = registry.declarations(TeamNote)
+    assert declaration.readers.path == "team__memberships__user"
+    registry.unregister(TeamNote)
+
+
+# -- granting ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def org(django_user_model):
+    alice = django_user_model.objects.create_user("alice")
+    bob = django_user_model.objects.create_user("bob")
+    carol = django_user_model.objects.create_user("carol")
+    apollo, zeus = Project.objects.create(name="apollo"), Project.objects.create(name="zeus")
+    apollo.members.add(alice, bob)
+    zeus.members.add(bob)
+    red = Team.objects.create(name="red")
+    Membership.objects.create(team=red, user=alice)
+    return {"alice": alice, "bob": bob, "carol": carol, "apollo": apollo, "zeus": zeus,
+            "red": red}
+
+
+def browser_of(user) -> Client:
+    browser = Client()
+    if user is not None:
+        browser.force_login(user)
+    return browser
+
+
+def may_subscribe(user, channel: str) -> bool:
+    answer = browser_of(user).post("/instant/subscribe/", {"channel": channel},
+                                   content_type="application/json")
+    assert answer.status_code in (200, 403), answer.content
+    return answer.status_code == 200
+
+
+def membership_queries(queries) -> list[str]:
+    return [q["sql"] for q in queries if "testapp_" in q["sql"]]
+
+
+@pytest.mark.django_db
+def test_subscribe_grants_the_members_only_with_one_lookup(org):
+    apollo = org["apollo"]
+    channel = f"$project:{apollo.pk}"  # before the project has any task
+    verdicts = {name: may_subscribe(org[name], channel) for name in ("alice", "bob", "carol")}
+    assert verdicts == {"alice": True, "bob": True, "carol": False}
+    assert not may_subscribe(None, channel)
+    assert not may_subscribe(org["carol"], "$project:abc")  # not a pk: refused, no query
+    assert may_subscribe(org["alice"], f"$team:{org['red'].pk}")
+    assert not may_subscribe(org["bob"], f"$team:{org['red'].pk}")
+
+    browser = browser_of(org["alice"])
+    with CaptureQueriesContext(connection) as queries:
+        answer = browser.post("/instant/subscribe/", {"channel": channel},
+                              content_type="application/json")
+    assert answer.status_code == 200
+    assert len(membership_queries(queries)) == 1, membership_queries(queries)
+
+    # a new member can subscribe at once; an inactive member cannot
+    apollo.members.add(org["carol"])
+    assert may_subscribe(org["carol"], channel)
+    assert may_subscribe(org["bob"], channel)
+    User.objects.filter(pk=org["bob"].pk).update(is_active=False)
+    stale = org["bob"]  # still is_active=True in memory: the lookup reads the database
+    assert stale.is_active and not can_read(stale, channel)
+    assert not can_read(User.objects.get(pk=stale.pk), channel)
+
+
+@pytest.mark.django_db
+def test_a_row_channel_is_granted_to_the_members_of_its_rows_project(org):
+    task = ProjectTask.objects.create(project=org["zeus"], title="t")
+    assert may_subscribe(org["bob"], f"$ptask:{task.pk}")
+    assert not may_subscribe(org["alice"], f"$ptask:{task.pk}")
+    assert not may_subscribe(org["bob"], "$ptask:999999")
+
+
+@pytest.mark.django_db
+def test_get_token_lists_the_users_group_channels(org):
+    answer = browser_of(org["bob"]).get("/instant/get_token/").json()
+    names = {c["name"]: c["level"] for c in answer["channels"]}
+    assert {n: lv for n, lv in names.items() if lv == "readers"} == {
+        f"$project:{org['apollo'].pk}": "readers", f"$project:{org['zeus'].pk}": "readers"}
+    assert all(c["token"] for c in answer["channels"])
+    carol = browser_of(org["carol"]).get("/instant/get_token/").json()
+    assert [c for c in carol["channels"] if c["level"] == "readers"] == []
+    alice = browser_of(org["alice"]).get("/instant/get_token/").json()
+    assert f"$team:{org['red'].pk}" in {c["name"] for c in alice["channels"]}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_collection_lists_rows_to_members_with_one_lookup_whatever_the_row_count(org, centrifugo):
+    apollo = org["apollo"]
+    channel = f"$project:{apollo.pk}"
+    browser = browser_of(org["alice"])
+    counts = []
+    for total in (1, 30):
+        while ProjectTask.objects.filter(project=apollo).count() < total:
+            ProjectTask.objects.create(project=apollo, title="t")
+        with CaptureQueriesContext(connection) as queries:
+            answer = browser.get("/instant/collection/", {"channel": channel})
+        assert answer.status_code == 200, answer.content
+        assert len(answer.json()["rows"]) == total
+        counts.append(len(membership_queries(queries)))
+    assert counts == [2, 2]  # the membership lookup, the rows
+    assert browser_of(org["carol"]).get("/instant/collection/",
+                                        {"channel": channel}).status_code == 403
+
+
+# -- revocation, as sent to Centrifugo -------------------------------------------------------------
+
+@pytest.fixture
+def unsubscribes(monkeypatch):
+    """The (channel, user id) of every ``unsubscribe`` the package sends, in order."""
+    sent: list[tuple[str, str]] = []
+
+    def record(commands):
+        for command in commands:
+            assert command.method == "unsubscribe"
+            sent.append((command.params["channel"], command.params["user"]))
+
+    monkeypatch.setattr(memberships, "send", record)
+    return sent
+
+
+def ids(*pairs) -> list[tuple[str, str]]:
+    return sorted((channel, str(user.pk)) for channel, user in pairs)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_write_that_takes_access_away_unsubscribes_exactly_who_lost_it(org, unsubscribes):
+    alice, bob, carol = org["alice"], org["bob"], org["carol"]
+    apollo, zeus, red = org["apollo"], org["zeus"], org["red"]
+    task = ProjectTask.objects.create(project=apollo, title="t")
+    p, ptask = f"$project:{apollo.pk}", f"$ptask:{task.pk}"
+
+    def sent() -> list[tuple[str, str]]:
+        out = sorted(unsubscribes)
+        unsubscribes.clear()
+        return out
+
+    apollo.members.remove(bob)  # the project's side
+    assert sent() == ids((p, bob), (ptask, bob))
+    apollo.members.add(bob)
+    assert sent() == []  # adding takes nothing away
+    bob.projects.remove(apollo)  # the user's side
+    assert sent() == ids((p, bob), (ptask, bob))
+    apollo.members.add(bob, carol)
+    apollo.members.clear()
+    assert sent() == ids((p, alice), (p, bob), (p, carol), (ptask, alice), (ptask, bob),
+                         (ptask, carol))
+    apollo.members.add(alice, bob)
+    bob.projects.clear()  # bob leaves apollo and zeus
+    assert sent() == ids((p, bob), (ptask, bob), (f"$project:{zeus.pk}", bob))
+
+    # membership rows: deleted, moved to another user or team; a role change takes nothing
+    row = Membership.objects.get(team=red, user=alice)
+    t = f"$team:{red.pk}"
+    row.role = "admin"
+    row.save()
+    assert sent() == []
+    row.user = bob
+    row.save()
+    assert sent() == ids((t, alice))
+    blue = Team.objects.create(name="blue")
+    row.team = blue
+    row.save(update_fields=["team"])
+    assert sent() == ids((t, bob))
+    row.delete()
+    assert sent() == ids((f"$team:{blue.pk}", bob))
+
+    # a user deactivated (a save that does not name is_active costs no membership query)
+    with CaptureQueriesContext(connection) as queries:
+        alice.last_name = "A."
+        alice.save(update_fields=["last_name"])
+    assert membership_queries(queries) == []
+    alice.is_active = False
+    alice.save()
+    assert sent() == ids((p, alice), (ptask, alice))
+    alice.is_active = True
+    alice.save()
+    assert sent() == []
+
+    # the group deleted; a user deleted
+    zeus.members.add(carol)
+    zeus_channel, carol_id = f"$project:{zeus.pk}", str(carol.pk)
+    carol.delete()
+    assert sent() == [(zeus_channel, carol_id)]
+    zeus.members.add(alice)
+    zeus.delete()
+    assert sent() == ids((zeus_channel, alice))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_revocation_waits_for_commit_and_judges_the_committed_state(org, unsubscribes):
+    apollo, bob = org["apollo"], org["bob"]
+    p = f"$project:{apollo.pk}"
+    with transaction.atomic():
+        apollo.members.remove(bob)
+        assert unsubscribes == []  # not before commit
+    assert unsubscribes == [(p, str(bob.pk))]
+    unsubscribes.clear()
+    apollo.members.add(bob)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        apollo.members.remove(bob)
+        raise RuntimeError("rolled back")
+    assert unsubscribes == [] and apollo.members.filter(pk=bob.pk).exists()
+
+    with transaction.atomic():  # removed and added back: still a reader when it commits
+        apollo.members.remove(bob)
+        apollo.members.add(bob)
+    assert unsubscribes == []
+
+    with transaction.atomic():  # a rolled-back savepoint's removal is forgotten
+        try:
+            with transaction.atomic():
+                apollo.members.remove(bob)
+                raise RuntimeError
+        except RuntimeError:
+            pass
+        apollo.members.remove(org["alice"])
+    assert unsubscribes == [(p, str(org["alice"].pk))]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_centrifugo_unreachable_never_breaks_the_membership_change(org, settings, caplog):
+    settings.CENTRIFUGO_API_URL = "http://127.0.0.1:9/api"
+    settings.CENTRIFUGO_API_KEY = "k"
+    from instant_signals import client as http_client
+
+    http_client.close_session()
+    with transaction.atomic():
+        org["apollo"].members.remove(org["bob"])
+    assert not org["apollo"].members.filter(pk=org["bob"].pk).exists()
+    http_client.close_session()
