@@ -348,3 +348,88 @@ def test_centrifugo_unreachable_never_breaks_the_membership_change(org, settings
         org["apollo"].members.remove(org["bob"])
     assert not org["apollo"].members.filter(pk=org["bob"].pk).exists()
     http_client.close_session()
+
+
+# -- live: a real Centrifugo, real centrifuge-python clients ----------------------------------------
+
+def wait_until(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.002)
+    return condition()
+
+
+def token_for(user, channel: str) -> str:
+    answer = browser_of(user).post("/instant/subscribe/", {"channel": channel},
+                                   content_type="application/json")
+    assert answer.status_code == 200, answer.content
+    return answer.json()["token"]
+
+
+def titles(live, channel: str) -> list[str]:
+    with live.lock:
+        return [d["data"]["fields"]["title"] for c, d in live.received
+                if c == channel and d.get("data", {}).get("fields")]
+
+
+RUNS = 20  # revocation window samples
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_removed_member_is_unsubscribed_after_commit_and_stops_receiving(org, live_client):
+    alice, bob, carol, apollo = org["alice"], org["bob"], org["carol"], org["apollo"]
+    task = ProjectTask.objects.create(project=apollo, title="before")
+    channel = f"$project:{apollo.pk}"
+    clients = {}
+    for user in (alice, bob):
+        clients[user.username] = live = live_client(connection_token(user))
+        live.subscribe(channel, token=token_for(user, channel))
+    watcher, leaver = clients["alice"], clients["bob"]
+    assert wait_until(lambda: {p["user"] for p in streams.presence(channel)} ==
+                      {str(alice.pk), str(bob.pk)})
+
+    # One transaction: a change, then bob's removal. He is not a reader when it commits: he is
+    # unsubscribed before its publication reaches Centrifugo, and never receives it.
+    with transaction.atomic():
+        task.title = "committed with bob's removal"
+        task.save()
+        apollo.members.remove(bob)
+        time.sleep(0.05)
+        assert leaver.is_subscribed(channel)  # nothing before commit
+    assert wait_until(lambda: channel in leaver.unsubscribed), "bob still reads the project"
+    assert leaver.unsubscribed[channel][0] == 2000  # a server-side unsubscribe: terminal
+    assert wait_until(lambda: "committed with bob's removal" in titles(watcher, channel))
+    task.title = "later"
+    task.save()
+    assert wait_until(lambda: "later" in titles(watcher, channel))
+    assert titles(leaver, channel) == []
+    assert wait_until(lambda: {p["user"] for p in streams.presence(channel)} == {str(alice.pk)})
+    assert not may_subscribe(bob, channel)  # and his next token request is refused
+
+    # a new member subscribes at once and receives the next change
+    apollo.members.add(carol)
+    newcomer = live_client(connection_token(carol))
+    newcomer.subscribe(channel, token=token_for(carol, channel))
+    task.title = "welcome"
+    task.save()
+    assert wait_until(lambda: titles(newcomer, channel) == ["welcome"])
+
+    # the window, commit -> the client's unsubscribe, over RUNS removals
+    windows = []
+    for _ in range(RUNS):
+        apollo.members.add(bob)
+        leaver.subscribe(channel, token=token_for(bob, channel))
+        with transaction.atomic():
+            apollo.members.remove(bob)
+            committing = time.monotonic()  # COMMIT runs as the block exits
+        assert wait_until(lambda: channel in leaver.unsubscribed)
+        windows.append((leaver.unsubscribed_at[channel] - committing) * 1000)
+    measured = {"runs": RUNS, "p50_ms": round(statistics.median(windows), 2),
+                "max_ms": round(max(windows), 2), "min_ms": round(min(windows), 2),
+                "what": "COMMIT of a members.remove() -> centrifuge-python's on_unsubscribed, "
+                        "one Centrifugo on loopback"}
+    print(f"\nreaders revocation window over {RUNS} runs: p50 {measured['p50_ms']} ms, "
+          f"max {measured['max_ms']} ms")
+    (ARTIFACTS / "readers-revocation.json").write_text(json.dumps(measured, indent=2))
