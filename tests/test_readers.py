@@ -433,3 +433,357 @@ def test_a_removed_member_is_unsubscribed_after_commit_and_stops_receiving(org, 
     print(f"\nreaders revocation window over {RUNS} runs: p50 {measured['p50_ms']} ms, "
           f"max {measured['max_ms']} ms")
     (ARTIFACTS / "readers-revocation.json").write_text(json.dumps(measured, indent=2))
+
+
+# -- property: an oracle over generated memberships and histories -----------------------------------
+#
+# Three users, two projects (members: an auto-created many-to-many) and one team (membership
+# rows). The oracle below knows nothing of the package: it replays each operation on plain sets,
+# with the transaction semantics (a rolled-back block or savepoint leaves no trace), and says
+# who reads each channel. After every commit point the harness (as a client would) subscribes
+# every reader that is not subscribed, through subscribe/; it is judged there and at the end:
+#
+# 1. subscribe/ grants a channel to exactly the oracle's readers;
+# 2. no subscription outlives access: after the commit point, everyone still subscribed is a
+#    reader (the unsubscribes arrived);
+# 3. a change is delivered only to users who were readers when it committed, never a change
+#    that was rolled back; and to every user who was a reader before and after its commit.
+#
+# Two tiers: a simulated Centrifugo fed by the server API commands as sent (many cases), and a
+# real Centrifugo with one centrifuge-python client per user (fewer).
+
+from collections import Counter  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from itertools import count  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings as hsettings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from instant_signals import client as http_client  # noqa: E402
+from instant_signals.tokens import subscription_token  # noqa: E402
+
+N_USERS, N_PROJECTS = 3, 2
+TEAM = N_PROJECTS  # channel index of the team
+CHANNELS = N_PROJECTS + 1
+PROFILE = dict(deadline=None, database=None, derandomize=True,
+               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                      HealthCheck.data_too_large])
+PROPERTY_COUNTS: Counter = Counter()
+_nonces = count(1)
+
+user_index = st.integers(0, N_USERS - 1)
+project_index = st.integers(0, N_PROJECTS - 1)
+MEMBERSHIP_CHANGES = [
+    st.tuples(st.just("join"), user_index, project_index),
+    st.tuples(st.just("leave"), user_index, project_index, st.booleans()),
+    st.tuples(st.just("clear_project"), project_index),
+    st.tuples(st.just("clear_user"), user_index),
+    st.tuples(st.just("active"), user_index, st.booleans()),
+    st.tuples(st.just("tjoin"), user_index),
+    st.tuples(st.just("tleave"), st.integers(0, 3)),
+    st.tuples(st.just("tmove"), st.integers(0, 3), user_index),
+]
+CHANGE = st.tuples(st.just("change"), st.integers(0, CHANNELS - 1))
+# about as many changes as membership operations, so a change often shares a transaction with
+# the membership operation that takes its channel away
+OPERATION = st.booleans().flatmap(lambda change: CHANGE if change else
+                                  st.one_of(MEMBERSHIP_CHANGES))
+HISTORY = st.lists(st.tuples(st.sampled_from(["auto", "commit", "rollback", "savepoint"]),
+                             st.lists(OPERATION, min_size=1, max_size=6)),
+                   min_size=1, max_size=5)
+INITIAL = st.tuples(st.lists(st.sets(user_index), min_size=N_PROJECTS, max_size=N_PROJECTS),
+                    st.lists(user_index, max_size=3))
+
+
+@dataclass
+class Oracle:
+    members: list[set[int]]
+    rows: dict[int, int]  # membership row id -> user
+    active: list[bool] = field(default_factory=lambda: [True] * N_USERS)
+
+    def copy(self) -> Oracle:
+        return Oracle([set(m) for m in self.members], dict(self.rows), list(self.active))
+
+    def readers(self, channel: int) -> set[int]:
+        who = self.members[channel] if channel < N_PROJECTS else set(self.rows.values())
+        return {u for u in who if self.active[u]}
+
+
+class Rollback(Exception):
+    pass
+
+
+class World:
+    """The rows of one example, and the clients' side (simulated or live)."""
+
+    def __init__(self, initial, live_factory=None):
+        nonce = next(_nonces)
+        self.users = [User.objects.create_user(f"r{nonce}u{i}") for i in range(N_USERS)]
+        self.projects = [Project.objects.create(name=f"p{i}") for i in range(N_PROJECTS)]
+        self.team = Team.objects.create(name="t")
+        members, team_rows = initial
+        rows = {}
+        for project, who in zip(self.projects, members):
+            project.members.add(*(self.users[u] for u in who))
+        for u in team_rows:
+            rows[Membership.objects.create(team=self.team, user=self.users[u]).pk] = u
+        self.tasks = [ProjectTask.objects.create(project=p, title="-") for p in self.projects]
+        self.note = TeamNote.objects.create(team=self.team, text="-")
+        self.names = [f"$project:{p.pk}" for p in self.projects] + [f"$team:{self.team.pk}"]
+        self.state = Oracle([set(m) for m in members], rows)
+        self.markers = count(1)
+        self.delivered: dict[int, list[str]] = {u: [] for u in range(N_USERS)}  # sim tier
+        self.subscribed: set[tuple[int, int]] = set()  # sim tier: (channel, user)
+        self.judged: dict[str, tuple[int, set[int], set[int]]] = {}  # marker -> (c, may, must)
+        self.rolled_back: set[str] = set()
+        self.live = None
+        if live_factory is not None:
+            self.probe = f"$probe{nonce}"
+            self.probes = 0
+            self.live = [live_factory(connection_token(u)) for u in self.users]
+            for user, live in zip(self.users, self.live):
+                live.subscribe(self.probe, token=subscription_token(user, self.probe))
+        self.previous = self.state.copy()
+        self.commit_point([])  # the initial readers subscribe
+
+    # -- the simulated Centrifugo: the server API commands as sent, in order ----------------
+    def batch(self, commands: list[str]) -> list[dict[str, Any]]:
+        for text in commands:
+            ((method, params),) = json.loads(text).items()
+            channel = self.names.index(params["channel"]) if params["channel"] in self.names \
+                else None
+            if channel is None:
+                continue
+            if method == "unsubscribe":
+                user = [str(u.pk) for u in self.users].index(params["user"])
+                self.subscribed.discard((channel, user))
+            elif method == "publish":
+                marker = _marker(params["data"])
+                for c, u in self.subscribed:
+                    if c == channel and marker:
+                        self.delivered[u].append(marker)
+        return [{"result": {}} for _ in commands]
+
+    # -- operations, on the database and on the oracle's state ----------------------------------
+    def apply(self, op: tuple, state: Oracle, pending: list[str]) -> None:
+        kind = op[0]
+        PROPERTY_COUNTS[kind] += 1
+        if kind == "join":
+            self.projects[op[2]].members.add(self.users[op[1]])
+            state.members[op[2]].add(op[1])
+        elif kind == "leave":
+            user, project = self.users[op[1]], self.projects[op[2]]
+            if op[3]:
+                project.members.remove(user)
+            else:
+                user.projects.remove(project)
+            state.members[op[2]].discard(op[1])
+        elif kind == "clear_project":
+            self.projects[op[1]].members.clear()
+            state.members[op[1]] = set()
+        elif kind == "clear_user":
+            self.users[op[1]].projects.clear()
+            for members in state.members:
+                members.discard(op[1])
+        elif kind == "active":
+            user = self.users[op[1]]
+            user.is_active = op[2]
+            user.save()
+            state.active[op[1]] = op[2]
+        elif kind == "tjoin":
+            row = Membership.objects.create(team=self.team, user=self.users[op[1]])
+            state.rows[row.pk] = op[1]
+        elif kind in ("tleave", "tmove"):
+            if not state.rows:
+                return
+            row_id = sorted(state.rows)[op[1] % len(state.rows)]
+            row = Membership.objects.get(pk=row_id)
+            if kind == "tleave":
+                row.delete()
+                del state.rows[row_id]
+            else:
+                row.user = self.users[op[2]]
+                row.save()
+                state.rows[row_id] = op[2]
+        elif kind == "change":
+            marker = f"m{next(self.markers)}"
+            if op[1] < N_PROJECTS:
+                task = self.tasks[op[1]]
+                task.title = marker
+                task.save()
+            else:
+                self.note.text = marker
+                self.note.save()
+            pending.append(f"{op[1]}:{marker}")
+
+    def run(self, mode: str, ops: list[tuple]) -> None:
+        if mode == "auto":
+            for op in ops:
+                pending: list[str] = []
+                self.apply(op, self.state, pending)
+                self.commit_point(pending)
+            return
+        work, pending = self.state.copy(), []
+        try:
+            with transaction.atomic():
+                if mode == "savepoint":
+                    half = len(ops) // 2
+                    for op in ops[:half]:
+                        self.apply(op, work, pending)
+                    inner, inner_pending = work.copy(), []
+                    try:
+                        with transaction.atomic():
+                            for op in ops[half:]:
+                                self.apply(op, inner, inner_pending)
+                            raise Rollback
+                    except Rollback:
+                        self.rolled_back |= {p.split(":")[1] for p in inner_pending}
+                else:
+                    for op in ops:
+                        self.apply(op, work, pending)
+                if mode == "rollback":
+                    raise Rollback
+        except Rollback:
+            self.rolled_back |= {p.split(":")[1] for p in pending}
+            self.commit_point([])
+            return
+        self.state = work
+        self.commit_point(pending)
+
+    # -- after each commit point ----------------------------------------------------------------
+    def commit_point(self, pending: list[str]) -> None:
+        PROPERTY_COUNTS["commit points"] += 1
+        last: dict[int, str] = {}
+        for item in pending:  # a transaction's changes of one row coalesce into its last one
+            channel, marker = item.split(":")
+            c = int(channel)
+            may = self.state.readers(c)
+            self.judged[marker] = (c, may, set())
+            last[c] = marker
+        for c, marker in last.items():
+            self.judged[marker] = (c, self.judged[marker][1],
+                                   self.previous.readers(c) & self.judged[marker][1])
+        self.flush()
+        users = [User.objects.get(pk=u.pk) for u in self.users]  # as a request loads them
+        for c in range(CHANNELS):
+            readers = self.state.readers(c)
+            for u in range(N_USERS):
+                # 2. no subscription outlives access
+                if self.is_subscribed(c, u):
+                    assert u in readers, f"user {u} still subscribed to {self.names[c]}"
+                # 1. subscribe/'s rule grants exactly the readers (the endpoint itself is asked
+                # for every new subscription below)
+                assert can_read(users[u], self.names[c]) == (u in readers), (
+                    u, self.names[c], readers)
+                PROPERTY_COUNTS["grants judged"] += 1
+                if u in readers and not self.is_subscribed(c, u):
+                    self.subscribe(c, u, token_for(self.users[u], self.names[c]))
+                    PROPERTY_COUNTS["subscribe/ answers judged"] += 1
+        self.previous = self.state.copy()
+
+    def is_subscribed(self, c: int, u: int) -> bool:
+        if self.live is None:
+            return (c, u) in self.subscribed
+        return self.live[u].is_subscribed(self.names[c])
+
+    def subscribe(self, c: int, u: int, token: str) -> None:
+        if self.live is None:
+            self.subscribed.add((c, u))
+        else:
+            self.live[u].subscribe(self.names[c], token=token)
+
+    def flush(self) -> None:
+        """Live: a probe published after everything the app sent; once every client has it,
+        everything sent before it has arrived (one connection delivers in order)."""
+        if self.live is None:
+            return
+        self.probes += 1
+        http_client.call("publish", {"channel": self.probe, "data": {"probe": self.probes}})
+        for live in self.live:
+            assert wait_until(lambda: any(c == self.probe and d == {"probe": self.probes}
+                                          for c, d in list(live.received)))
+
+    def deliveries(self) -> dict[int, list[tuple[int, str]]]:
+        out: dict[int, list[tuple[int, str]]] = {}
+        for u in range(N_USERS):
+            if self.live is None:
+                out[u] = [(self.judged[m][0] if m in self.judged else -1, m)
+                          for m in self.delivered[u]]
+            else:
+                with self.live[u].lock:
+                    got = list(self.live[u].received)
+                out[u] = [(self.names.index(c), _marker(d)) for c, d in got
+                          if c in self.names and _marker(d)]
+        return out
+
+    # 3. deliveries
+    def judge(self) -> None:
+        self.flush()
+        delivered = self.deliveries()
+        for u, got in delivered.items():
+            for c, marker in got:
+                assert marker not in self.rolled_back, f"user {u} got rolled-back {marker}"
+                assert marker in self.judged, marker
+                channel, may, _ = self.judged[marker]
+                assert channel == c
+                assert u in may, f"user {u} got {marker} on {self.names[c]} but was not a reader"
+            PROPERTY_COUNTS["deliveries judged"] += len(got)
+        for marker, (c, _, must) in self.judged.items():
+            for u in must:
+                assert (c, marker) in delivered[u], f"user {u} never got {marker}"
+            PROPERTY_COUNTS["changes judged"] += 1
+
+    def clean(self) -> None:
+        for u in self.users:
+            u.delete()
+        for p in self.projects:
+            p.delete()
+        self.team.delete()
+
+
+def _marker(data: Any) -> str | None:
+    fields = (data or {}).get("data", {}).get("fields") or {}
+    value = fields.get("title") or fields.get("text")
+    return value if isinstance(value, str) and value.startswith("m") else None
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@hsettings(max_examples=150, **PROFILE)
+@given(initial=INITIAL, history=HISTORY)
+def test_property_no_delivery_to_a_user_who_was_not_a_reader_at_commit(initial, history,
+                                                                       monkeypatch):
+    world = World(initial)
+    monkeypatch.setattr(http_client, "batch", world.batch)
+    try:
+        for mode, ops in history:
+            world.run(mode, ops)
+        world.judge()
+        PROPERTY_COUNTS["simulated examples"] += 1
+    finally:
+        world.clean()
+        monkeypatch.undo()
+    _write_counts()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@hsettings(max_examples=8, **PROFILE)
+@given(initial=INITIAL, history=HISTORY)
+def test_property_live_no_delivery_to_a_user_who_was_not_a_reader(initial, history,
+                                                                  centrifugo, live_client):
+    world = World(initial, live_factory=live_client)
+    try:
+        for mode, ops in history:
+            world.run(mode, ops)
+        world.judge()
+        PROPERTY_COUNTS["live examples"] += 1
+    finally:
+        for live in world.live:
+            live.close()
+        world.clean()
+    _write_counts()
+
+
+def _write_counts() -> None:
+    (ARTIFACTS / "readers-properties.json").write_text(json.dumps(PROPERTY_COUNTS, indent=2))
