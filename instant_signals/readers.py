@@ -286,11 +286,12 @@ def _hop(source: type[models.Model], name: str, field: Any) -> Hop | None:
     what cannot be followed (generic relations)."""
     if isinstance(field, (models.ManyToManyField, models.ManyToManyRel)):
         forward = isinstance(field, models.ManyToManyField)
-        m2m = field if forward else field.field
-        through = m2m.remote_field.through
+        # the stubs type neither side's m2m attributes
+        m2m: Any = field if isinstance(field, models.ManyToManyField) else field.field
+        through: Any = m2m.remote_field.through
         source_fk = m2m.m2m_field_name() if forward else m2m.m2m_reverse_field_name()
         target_fk = m2m.m2m_reverse_field_name() if forward else m2m.m2m_field_name()
-        fk_to_source = through._meta.get_field(source_fk)
+        fk_to_source: Any = through._meta.get_field(source_fk)
         return Hop(name, source, field.related_model, "m2m", through=through,
                    through_source=fk_to_source.attname,
                    through_source_field=fk_to_source.target_field.name,
@@ -325,7 +326,7 @@ def _resolve(model: type[models.Model], path: str, template: ChannelTemplate,
                        f"another placeholder would make channels revocation cannot name)")
         start = first.related_model
         hops = _walk(start, names[1:], fail, path, skipped=1)
-        keys = ((first.attname, first.target_field.attname),)
+        keys: tuple[tuple[str, str], ...] = ((first.attname, first.target_field.attname),)
         listed = True
     else:
         if not identifies_one_row(model, attnames):

@@ -139,7 +139,8 @@ class FirstHook:
     def __init__(self, conn: BaseDatabaseWrapper, func: Callable[[], Any]):
         self.func = func
         self.entry: Any = (set(), func, False)  # Django's (savepoint ids, callable, robust)
-        conn.run_on_commit.insert(0, self.entry)
+        hooks: list[Any] = conn.run_on_commit
+        hooks.insert(0, self.entry)
 
     def pending(self, conn: BaseDatabaseWrapper) -> bool:
         """Still to run at this transaction's commit (False after a full rollback or commit)."""
