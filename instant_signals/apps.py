@@ -23,6 +23,8 @@ class InstantSignalsConfig(AppConfig):
         # Database capture: disable_broadcasts() reaches the triggers; migrate installs them.
         flag.install()
         triggers.keep_in_step(broadcast_registry.capture.table)
+        # readers= paths of @broadcast decorators could not be followed while models loaded.
+        broadcast_registry.check_readers()
         # Any logout ends the user's Centrifugo connections, whichever view logged out.
         user_logged_out.connect(end_connections_on_logout,
                                 dispatch_uid="instant_signals.end_connections_on_logout")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import string
-from typing import Any
+from typing import Any, Iterable
 
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import connections, models, router
@@ -120,6 +120,21 @@ def attname_of(model: type[models.Model], name: str, where: str) -> str:
         if name in (field.name, field.attname):
             return field.attname
     raise ImproperlyConfigured(f"{where}: {model._meta.label} has no concrete field {name!r}")
+
+
+def identifies_one_row(model: type[models.Model], attnames: Iterable[str]) -> bool:
+    """Whether values of ``attnames`` single out at most one row (pk, unique, unique together)."""
+    given = set(attnames)
+    meta = model._meta
+    by_name = {f.name: f.attname for f in meta.concrete_fields}
+    if meta.pk.attname in given:
+        return True
+    if any(f.unique and f.attname in given for f in meta.concrete_fields):
+        return True
+    groups: list[Iterable[str]] = list(meta.unique_together)
+    groups += [c.fields for c in meta.constraints
+               if isinstance(c, models.UniqueConstraint) and c.fields and c.condition is None]
+    return any({by_name.get(name, name) for name in group} <= given for group in groups)
 
 
 class ChannelTemplate:

@@ -26,11 +26,12 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import DatabaseError, connections, models, transaction
 
 from . import formats, levels, tracking
-from .channels import (ChannelTemplate, InvalidChannel, attname_of, is_private,
-                       validate_channel)
+from .channels import (ChannelTemplate, InvalidChannel, attname_of, identifies_one_row,
+                       is_private, validate_channel)
 from .envelope import CREATED, DELETED, EVENTS, UPDATED
 from .formats.base import Format, Publication
 from .options import Authorize, BroadcastOptions, Condition, QuerysetHook, Router, Serializer
+from .readers import Readers
 from .serialization import ALL_FIELDS, drf_serializer, field_view, json_safe, select_fields
 
 __all__ = ["Declaration", "declare"]
@@ -97,6 +98,8 @@ class Declaration:
     static_names: frozenset[str] = field(default_factory=frozenset)
     #: the channels when none depends on the row (all static, no router): computed once
     static_channels: tuple[str, ...] | None = None
+    #: ``readers=``: who reads each channel, by relation (``readers.py``)
+    readers: Readers | None = None
 
     # -- states ---------------------------------------------------------------------------------
     @property
@@ -260,6 +263,10 @@ class Declaration:
                 name = template.fill({self.authorize: user.pk})
                 if name:
                     out.append((name, "owner"))
+            elif self.readers is not None and getattr(user, "is_authenticated", False):
+                path = self.readers.for_template(template)
+                if path.listed:  # one channel per group the user belongs to; one query
+                    out += [(name, "readers") for name in path.channels_of(user)]
         return out
 
     def _static_level(self, name: str) -> str:
@@ -283,6 +290,13 @@ class Declaration:
         if callable(self.authorize):
             return _safely(self.authorize, user, label=self.label, channel=template.template,
                            **params)
+        if self.readers is not None:  # one membership lookup
+            path = self.readers.for_template(template)
+            try:
+                with _savepoint(path.start._default_manager.db):
+                    return path.may_read(user, typed)
+            except (ValueError, TypeError, ArithmeticError, ValidationError, DatabaseError):
+                return False
         if not isinstance(self.authorize, str):
             return False
         by_attname = dict(zip(template.attnames, params.values()))
@@ -462,7 +476,11 @@ def declare(model: type[models.Model], options: BroadcastOptions, *,
         raise fail(f"level must be one of {', '.join(levels.DECLARABLE)}, not {level!r} "
                    f"(group channels need a Channel row)")
     authorize_attname = _check_authorize(model, authorize, templates, router, fail)
+    readers = _check_readers(model, options.readers, level, authorize, templates, router,
+                             where, fail)
     for channel_template in templates:
+        if readers is not None:
+            continue  # checked by _check_readers
         if channel_template.is_static:
             if channel_template.private and level is None and not callable(authorize):
                 raise fail(f'say who may read {channel_template.template!r}: level="staff" (or '
@@ -491,7 +509,7 @@ def declare(model: type[models.Model], options: BroadcastOptions, *,
         dropped_secrets=dropped, serializer=serializer, events=chosen_events,
         condition=condition, authorize=authorize_attname or authorize, level=level,
         skip_unchanged=bool(skip_unchanged), presence=bool(options.presence), queryset=queryset,
-        format=output, source=source, tracked=tracked, static_names=static,
+        format=output, source=source, tracked=tracked, static_names=static, readers=readers,
         static_channels=(tuple(t.template for t in templates)
                          if router is None and all(t.is_static for t in templates) else None))
 
@@ -511,13 +529,35 @@ def _check_authorize(model: type[models.Model], authorize: Any,
     for template in templates:
         if template.is_static or not template.private or attname in template.attnames:
             continue  # (a public template with a rule is refused with its own message)
-        if not _identifies_one_row(model, template.attnames):
+        if not identifies_one_row(model, template.attnames):
             raise fail(
                 f"{template.template!r} with authorize={authorize!r}: "
                 f"{', '.join(template.placeholders)} does not identify one row, so owning one "
                 f"matching row would grant every matching row's events. Put the owner in the "
                 f"channel name (e.g. \"$...:{{{authorize}}}:...\") or route by a unique field.")
     return attname
+
+
+def _check_readers(model: type[models.Model], readers: Any, level: str | None, authorize: Any,
+                   templates: tuple[ChannelTemplate, ...], router: Router | None, where: str,
+                   fail: Callable[[str], ImproperlyConfigured]) -> Readers | None:
+    """``readers=`` replaces ``authorize``/``level`` on ``$`` templates (``readers.py``)."""
+    if readers is None:
+        return None
+    if level is not None or authorize is not None:
+        raise fail(f"readers={readers!r} says who reads the channels; drop "
+                   f"{'level' if level is not None else 'authorize'}= (give one of readers=, "
+                   f"authorize=, level=)")
+    if router is not None:
+        raise fail("readers= needs channel templates such as \"$project:{project_id}\"; with a "
+                   "callable router, readers come from Channel rows")
+    for template in templates:
+        if template.is_static or not template.private:
+            raise fail(f"readers= applies to private channel templates (\"$project:"
+                       f"{{project_id}}\"); {template.template!r} is "
+                       f"{'a static name' if template.is_static else 'not private (no $)'}: "
+                       f"declare it in an @broadcast of its own")
+    return Readers(model, readers, templates, where)
 
 
 def _check_presence(presence: bool, templates: tuple[ChannelTemplate, ...],
@@ -538,21 +578,6 @@ def _check_presence(presence: bool, templates: tuple[ChannelTemplate, ...],
                 f"channel without one. Put the channel in a namespace of its own, e.g. "
                 f'"room:{bare}" (or "$room:{bare}"), or declare presence in a separate '
                 f"@broadcast for the namespaced channels only")
-
-
-def _identifies_one_row(model: type[models.Model], attnames: Iterable[str]) -> bool:
-    """Whether values of ``attnames`` single out at most one row (pk, unique, unique together)."""
-    given = set(attnames)
-    meta = model._meta
-    by_name = {f.name: f.attname for f in meta.concrete_fields}
-    if meta.pk.attname in given:
-        return True
-    if any(f.unique and f.attname in given for f in meta.concrete_fields):
-        return True
-    groups: list[Iterable[str]] = list(meta.unique_together)
-    groups += [c.fields for c in meta.constraints
-               if isinstance(c, models.UniqueConstraint) and c.fields and c.condition is None]
-    return any({by_name.get(name, name) for name in group} <= given for group in groups)
 
 
 def pk_of(instance: models.Model) -> Any:

@@ -79,6 +79,7 @@ class BroadcastOptions:
         None, section="Events", documented_default="False; True with template/render/refresh")
     level: str | None = _option(None, section="Readers")
     authorize: Authorize | None = _option(None, section="Readers", dotted="with_dot")
+    readers: str | None = _option(None, section="Readers")
     presence: bool = _option(False, section="Live lists and presence")
     queryset: QuerysetHook | None = _option(None, section="Live lists and presence",
                                             dotted="always")

@@ -20,6 +20,7 @@ from django.db import models
 from . import conf, options
 from .capture import collector
 from .capture.changes import changes_of
+from .capture.memberships import MembershipWatch
 from .capture.signals import SignalCapture
 from .channels import ChannelTemplate
 from .declarations import Change, Declaration, declare
@@ -38,6 +39,8 @@ class BroadcastRegistry:
         self._declarations: dict[type[models.Model], tuple[Declaration, ...]] = {}
         self.uid = next(_ids)
         self.capture = SignalCapture(str(self.uid))
+        #: the revocation receivers of ``readers=`` declarations
+        self.memberships = MembershipWatch(str(self.uid))
         collector.install()
 
     # -- registration -----------------------------------------------------------------------
@@ -61,12 +64,14 @@ class BroadcastRegistry:
         self._refuse_conflicts(declaration)
         self._declarations[model] = self._declarations.get(model, ()) + (declaration,)
         self.capture.declare(model, self._declarations[model])
+        self.memberships.declare(model, self._declarations[model])
 
     def unregister(self, model: type[models.Model]) -> None:
         """Forget every declaration of ``model`` and disconnect its receivers."""
         if self._declarations.pop(model, None) is None:
             return
         self.capture.declare(model, ())
+        self.memberships.declare(model, ())
 
     def is_registered(self, model: type[models.Model]) -> bool:
         """Whether ``model`` has at least one declaration in this registry."""
@@ -81,6 +86,11 @@ class BroadcastRegistry:
     def get_models(self) -> list[type[models.Model]]:
         """The models registered here, in registration order."""
         return list(self._declarations)
+
+    def check_readers(self) -> None:
+        """Resolve the ``readers=`` paths declared while the models were loading (at startup)
+        and connect their revocation receivers; ``ImproperlyConfigured`` names a bad path."""
+        self.memberships.sync()
 
     def register_from_settings(self) -> None:
         """Register ``INSTANT_SIGNALS["MODELS"]`` (again: earlier settings declarations are
@@ -193,6 +203,8 @@ def _rule(declaration: Declaration) -> str:
     authorize = declaration.authorize
     name = authorize if isinstance(authorize, str) or authorize is None else \
         getattr(authorize, "__qualname__", repr(authorize))
+    if declaration.readers is not None:
+        return f"readers={declaration.readers.path!r}"
     return f"level={declaration.level!r}, authorize={name!r}"
 
 

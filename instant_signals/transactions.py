@@ -127,3 +127,21 @@ class FinalHook:
             self.hooks = hooks
             return True
         return False
+
+
+class FirstHook:
+    """A hook that runs at commit before every other hook of the transaction (so the
+    unsubscribes of lost readers precede the transaction's publications), belonging to no
+    savepoint: only a full rollback drops it."""
+
+    __slots__ = ("func", "entry")
+
+    def __init__(self, conn: BaseDatabaseWrapper, func: Callable[[], Any]):
+        self.func = func
+        self.entry: Any = (set(), func, False)  # Django's (savepoint ids, callable, robust)
+        hooks: list[Any] = conn.run_on_commit
+        hooks.insert(0, self.entry)
+
+    def pending(self, conn: BaseDatabaseWrapper) -> bool:
+        """Still to run at this transaction's commit (False after a full rollback or commit)."""
+        return any(entry[1] is self.func for entry in conn.run_on_commit)

@@ -74,15 +74,27 @@ class LiveClient:
         self.run(go(), timeout + 2)
 
     def subscribe(self, channel: str, token: str = "", timeout: float = 5.0) -> None:
-        """Subscribe and wait until subscribed; raises if Centrifugo refuses."""
+        """Subscribe and wait until subscribed; raises if Centrifugo refuses. A channel this
+        client was unsubscribed from is subscribed again with a new subscription."""
 
         async def go() -> None:
+            old = self.subs.pop(channel, None)
+            if old is not None:
+                self.client.remove_subscription(old)  # must be unsubscribed already
+                with self.lock:
+                    self.unsubscribed.pop(channel, None)
+                    self.unsubscribed_at.pop(channel, None)
             sub = self.client.new_subscription(channel, events=_Recorder(self, channel), token=token)
             self.subs[channel] = sub
             await sub.subscribe()
             await sub.ready(timeout=timeout)
 
         self.run(go(), timeout + 2)
+
+    def is_subscribed(self, channel: str) -> bool:
+        """Subscribed (or subscribing) and not unsubscribed since."""
+        with self.lock:
+            return channel in self.subs and channel not in self.unsubscribed
 
     def wait_for(self, count: int, timeout: float = 10.0, channel: str | None = None) -> list[Any]:
         """The first ``count`` publications (of ``channel``), waiting up to ``timeout`` seconds."""

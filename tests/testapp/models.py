@@ -160,3 +160,42 @@ class Book(models.Model):
                                  related_name="fallback_books")
 
     objects = BroadcastManager()
+
+
+# -- readers declared by relation (tests/test_readers.py) -----------------------------------------
+
+class Project(models.Model):
+    """A project whose members read its tasks (an auto-created many-to-many)."""
+
+    name = models.CharField(max_length=50)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="projects",
+                                     blank=True)
+
+
+@broadcast(channels=["$project:{project_id}"], readers="project__members",
+           fields=["id", "title", "done", "project"], presence=True)
+@broadcast(channels=["$ptask:{pk}"], readers="project__members", fields=["id", "title"])
+class ProjectTask(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
+    title = models.CharField(max_length=200)
+    done = models.BooleanField(default=False)
+
+
+class Team(models.Model):
+    """A team whose membership rows (with a role) say who reads its notes."""
+
+    name = models.CharField(max_length=50)
+
+
+class Membership(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="memberships")
+    role = models.CharField(max_length=20, default="member")
+
+
+@broadcast(channels=["$team:{team_id}"], readers="team__memberships__user",
+           fields=["id", "text", "team"])
+class TeamNote(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="notes")
+    text = models.CharField(max_length=200)
