@@ -694,9 +694,6 @@ def test_a_running_relay_wakes_up_on_a_captured_commit(capture, alias, centrifug
         relay_process.communicate(timeout=30)
 
 
-@pytest.mark.xfail(strict=True, reason="relay groups (table, pk, txid) within one fetched "
-                   "batch only: a transaction's rows that straddle a batch boundary publish "
-                   "an intermediate state as an extra event")
 @pytest.mark.parametrize("alias", [PG], ids=["postgresql"])
 def test_one_transaction_is_one_event_even_across_a_batch_boundary(capture, alias, live_client):
     """Two writes of one row in one transaction, with other rows written in between, make one

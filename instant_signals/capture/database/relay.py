@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -64,6 +64,12 @@ class _Row:
     old: Image | None
     new: Image | None
     txid: int | None
+
+
+def _row(id_: Any, table: Any, op: Any, pk: Any, old: Any, new: Any, txid: Any) -> _Row:
+    return _Row(int(id_), str(table), str(op), None if pk is None else str(pk),
+                None if old is None else Image(old), None if new is None else Image(new),
+                None if txid is None else int(txid))
 
 
 @dataclass
@@ -159,14 +165,34 @@ class ChangeSource:
             cursor.execute(sql, [self.batch_size])
             found = cursor.fetchall()
         rows: list[_Row] = []
+        held = False
         for id_, table_name, op, pk, old, new, txid, horizon in found:
             if txid is not None and horizon is not None and int(txid) >= int(horizon):
-                return rows, True, False
-            rows.append(_Row(int(id_), str(table_name), str(op), pk,
-                             None if old is None else Image(old),
-                             None if new is None else Image(new),
-                             None if txid is None else int(txid)))
-        return rows, False, len(found) == self.batch_size
+                held = True
+                break
+            rows.append(_row(id_, table_name, op, pk, old, new, txid))
+        full = not held and len(found) == self.batch_size
+        if (held or full) and rows and conn.vendor == "postgresql":
+            rows += self._rest_of_groups(rows)
+        return rows, held, full
+
+    def _rest_of_groups(self, rows: list[_Row]) -> list[_Row]:
+        """The later rows of the (table, key, transaction) groups this batch holds, so a
+        transaction's writes of one row make one event even when the batch ends between them.
+        Per-row order holds: the writing transaction holds the row's lock from its first write
+        to its commit, so no other transaction's change of that row lies in between."""
+        keys = sorted({(r.table, r.pk, r.txid) for r in rows
+                       if r.pk is not None and r.txid is not None}, key=str)
+        if not keys:
+            return []
+        table = self.conn.ops.quote_name(ChangeEntry._meta.db_table)
+        sql = (f"SELECT id, table_name, op, row_pk, old_row::text, new_row::text, txid "
+               f"FROM {table} WHERE dead_at IS NULL AND id > %s AND (table_name, row_pk, txid) "
+               f"IN (SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])) ORDER BY id")
+        with self.conn.cursor() as cursor:
+            cursor.execute(sql, [rows[-1].id, [k[0] for k in keys], [k[1] for k in keys],
+                                 [k[2] for k in keys]])
+            return [_row(*found) for found in cursor.fetchall()]
 
     # -- rows → changes → commands --------------------------------------------------------------
     def _convert(self, rows: list[_Row]) -> _Work:
